@@ -1,0 +1,75 @@
+"""The durable inbound spool: every entry point (SMTP, IMAP, web, import) hands raw bytes here.
+
+SMTP answers 250 only after :func:`spool_message` returned: from then on the message cannot be lost,
+whatever happens to the process. Workers claim rows, process them and mark them done in the same
+transaction as the archive writes (gateway.worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from passerelle.db import session_scope
+from passerelle.models import InboundMessage
+
+log = logging.getLogger(__name__)
+
+# Enough of the header block to find the Message-ID without parsing the whole message (RFC 5322 headers
+# end at the first empty line; folded continuation lines start with white space).
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_HEADER_SCAN_BYTES = 64 * 1024
+
+
+def sniff_message_id(raw: bytes) -> str:
+    """The Message-ID header's value without brackets, or "" (for logs and the operators' view only)."""
+    head = raw[:_HEADER_SCAN_BYTES]
+    end = re.search(rb"\r?\n\r?\n", head)
+    if end:
+        head = head[: end.start()]
+    match = _MESSAGE_ID.search(head)
+    if not match:
+        return ""
+    value = match.group(1).decode("ascii", "replace").strip()
+    inner = re.search(r"<([^<>]+)>", value)
+    return (inner.group(1) if inner else value).strip()[:995]
+
+
+def spool_message(
+    factory: sessionmaker[Session],
+    raw: bytes,
+    *,
+    source: str,
+    envelope_from: str,
+    envelope_to: Sequence[str],
+    list_name: str,
+    now: datetime,
+) -> int:
+    """Commit ``raw`` to the spool in its own transaction and return the row id.
+
+    Raises whatever the database raises (the SMTP layer turns that into 451: try again later).
+    """
+    message_id = sniff_message_id(raw)
+    with session_scope(factory) as session:
+        row = InboundMessage(
+            received_at=now,
+            source=source[:80],
+            envelope_from=envelope_from[:320],
+            envelope_to=[str(a)[:320] for a in envelope_to],
+            list_name=list_name[:64],
+            message_id_header=message_id,
+            size=len(raw),
+            raw=raw,
+            status="new",
+            attempts=0,
+            reason="",
+        )
+        session.add(row)
+        session.flush()
+        row_id = row.id
+    log.info("spooled inbound #%s from %s (%d bytes) message-id=<%s>", row_id, source, len(raw), message_id)
+    return row_id
