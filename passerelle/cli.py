@@ -1,0 +1,290 @@
+"""The `passerelle` command: serve everything, manage the database, lists and members, inspect the queues."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from .config import ConfigError, Settings, load_settings
+from .db import make_engine, make_session_factory, migrate, session_scope
+
+log = logging.getLogger("passerelle")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _factory(settings: Settings, *, writer: bool = True):
+    return make_session_factory(
+        make_engine(settings.database.url, busy_timeout=settings.database.sqlite_busy_timeout, sqlite_immediate=writer)
+    )
+
+
+# --- serve -----------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """SMTP gateway + worker + delivery, IMAP fetchers, scheduler and web archive in one process."""
+    from digests.scheduler import build_scheduler
+    from gateway.service import GatewayService
+    from werkzeug.serving import make_server
+
+    from archive_web import create_app
+
+    migrate(settings.database.url)
+    factory = _factory(settings)
+    if args.demo:
+        from .demo import load_demo
+
+        with session_scope(factory) as session:
+            loaded = load_demo(session, settings, factory=factory, now=utcnow())
+        if loaded:
+            log.info("demo forum loaded: %s", loaded)
+
+    stopping = threading.Event()
+    capture = None
+    if settings.relay.capture_dir:
+        from .capture import CaptureRelay
+
+        capture = CaptureRelay(settings.relay.host, settings.relay.port, settings.relay.capture_dir)
+        capture.start()
+
+    gateway = GatewayService(settings, factory, clock=utcnow)
+    gateway.start()
+    imap = None
+    if settings.imap.accounts:
+        from gateway.imap import ImapService
+
+        imap = ImapService(settings, factory, clock=utcnow)
+        imap.start()
+    scheduler = build_scheduler(settings, factory, clock=utcnow)
+    scheduler.start()
+    app = create_app(settings, session_factory=_factory(settings, writer=False), clock=utcnow)
+    web = make_server(settings.web.host, settings.web.port, app, threaded=True)
+    web_thread = threading.Thread(target=web.serve_forever, name="web", daemon=True)
+    web_thread.start()
+
+    list_name = settings.lists.default_list
+    print(f"Passerelle is running ({settings.database.url})")
+    print(f"  web archive    http://{settings.web.host}:{web.server_port}/")
+    print(f"  SMTP gateway   {settings.smtp.host}:{gateway.smtp_port}  — post to {settings.list_address(list_name)}")
+    print(f"                 commands to {settings.list_address(list_name, '-request')} (send 'help')")
+    if capture is not None:
+        print(f"  outgoing mail  captured by a local relay on {settings.relay.host}:{settings.relay.port}"
+              f" into {settings.relay.capture_dir}/")
+    else:
+        print(f"  outgoing mail  relayed through {settings.relay.host}:{settings.relay.port}")
+    print(f"  try: swaks --server {settings.smtp.host}:{gateway.smtp_port} --to {settings.list_address(list_name)} --from camille.martin@eurometropole.example")
+    print("Stop with Ctrl-C.", flush=True)
+
+    def _stop(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    stopping.wait()
+    print("stopping…", flush=True)
+    web.shutdown()
+    scheduler.shutdown(wait=False)
+    if imap is not None:
+        imap.stop()
+    gateway.stop()
+    if capture is not None:
+        capture.stop()
+    return 0
+
+
+# --- database and data --------------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    migrate(settings.database.url)
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import load_demo
+
+    migrate(settings.database.url)
+    factory = _factory(settings)
+    with session_scope(factory) as session:
+        loaded = load_demo(session, settings, factory=factory, now=utcnow())
+    print(f"demo forum: {loaded or 'already loaded'}")
+    return 0
+
+
+def cmd_create_list(args: argparse.Namespace, settings: Settings) -> int:
+    from .models import MailingList
+
+    migrate(settings.database.url)
+    with session_scope(_factory(settings)) as session:
+        if session.scalar(select(MailingList).where(MailingList.name == args.name)):
+            print(f"list {args.name} already exists", file=sys.stderr)
+            return 1
+        session.add(MailingList(name=args.name, title=args.title or args.name, description=args.description,
+                                language=args.language, created_at=utcnow()))
+    print(f"created {settings.list_address(args.name)}")
+    return 0
+
+
+def cmd_add_member(args: argparse.Namespace, settings: Settings) -> int:
+    from email_validator import EmailNotValidError, validate_email
+
+    from .models import MailingList, Member, Organisation, Subscription
+
+    try:
+        email = validate_email(args.email, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        print(f"not a valid address: {exc}", file=sys.stderr)
+        return 2
+    with session_scope(_factory(settings)) as session:
+        ml = session.scalar(select(MailingList).where(MailingList.name == args.list))
+        if ml is None:
+            print(f"no list named {args.list!r} (create it with `passerelle create-list`)", file=sys.stderr)
+            return 1
+        org = None
+        if args.organisation:
+            org = session.scalar(select(Organisation).where(Organisation.name == args.organisation))
+            if org is None:
+                org = Organisation(name=args.organisation, country=(args.country or "FR").upper()[:2])
+                session.add(org)
+        member = session.scalar(select(Member).where(Member.email == email))
+        if member is None:
+            member = Member(email=email, name=args.name or "", organisation=org, language=args.language,
+                            timezone=args.timezone, created_at=utcnow())
+            session.add(member)
+            session.flush()
+        sub = session.scalar(select(Subscription).where(Subscription.member_id == member.id,
+                                                         Subscription.list_id == ml.id))
+        if sub is None:
+            sub = Subscription(member_id=member.id, list_id=ml.id, created_at=utcnow())
+            session.add(sub)
+        sub.role, sub.delivery_mode, sub.status = args.role, args.mode, "active"
+    print(f"{email} is a {args.role} of {args.list} ({args.mode})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Queues at a glance, for operators: spool, outbox, held messages, IMAP accounts."""
+    from .models import HeldMessage, InboundMessage, OutboxMessage
+
+    factory = _factory(settings, writer=False)
+    with session_scope(factory) as session:
+        spool = dict(session.execute(select(InboundMessage.status, func.count()).group_by(InboundMessage.status)).all())
+        outbox = dict(session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
+        held = session.scalar(select(func.count()).select_from(HeldMessage).where(HeldMessage.decision.is_(None)))
+        print("spool:  " + (", ".join(f"{k} {v}" for k, v in sorted(spool.items())) or "empty"))
+        print("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(outbox.items())) or "empty"))
+        print(f"held for moderation: {held}")
+        for row in session.scalars(
+            select(InboundMessage).where(InboundMessage.status == "shunted").order_by(InboundMessage.id.desc()).limit(20)
+        ):
+            print(f"  shunted #{row.id} <{row.message_id_header}> from {row.envelope_from}: {row.reason}")
+        for row in session.scalars(
+            select(OutboxMessage).where(OutboxMessage.status == "failed").order_by(OutboxMessage.id.desc()).limit(20)
+        ):
+            print(f"  failed delivery #{row.id} to {row.recipient}: {row.last_error}")
+    try:
+        from gateway.imap import imap_status
+    except ImportError:
+        return 0
+    for account in imap_status(factory):
+        print("imap: " + ", ".join(f"{k}={v}" for k, v in account.items()))
+    return 0
+
+
+def cmd_retry_shunted(args: argparse.Namespace, settings: Settings) -> int:
+    """Put shunted spool rows back in the queue (after fixing what made them fail)."""
+    from .models import InboundMessage
+
+    with session_scope(_factory(settings)) as session:
+        query = select(InboundMessage).where(InboundMessage.status == "shunted")
+        if args.ids:
+            query = query.where(InboundMessage.id.in_(args.ids))
+        rows = list(session.scalars(query))
+        for row in rows:
+            row.status, row.attempts, row.claimed_by, row.claimed_at = "new", 0, "", None
+            row.reason = f"retried by operator (was: {row.reason})"[:2000]
+    print(f"{len(rows)} message(s) queued again")
+    return 0
+
+
+# --- wiring --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="passerelle", description=__doc__)
+    parser.add_argument("--config", help="site configuration file (TOML), overriding config/defaults.toml")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the SMTP gateway, the web archive and the scheduler")
+    p.add_argument("--demo", action="store_true", help="load a small demo forum first if the database is empty")
+    p.set_defaults(handler=cmd_serve)
+
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(handler=cmd_migrate)
+    sub.add_parser("demo-data", help="load the demo forum into an empty database").set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("create-list", help="create a forum (mailing list)")
+    p.add_argument("name", help="local part of the posting address, e.g. forum")
+    p.add_argument("--title", default="")
+    p.add_argument("--description", default="")
+    p.add_argument("--language", default="fr", choices=["fr", "en", "de", "it", "es"])
+    p.set_defaults(handler=cmd_create_list)
+
+    p = sub.add_parser("add-member", help="add or update a member and subscribe them to a list")
+    p.add_argument("email")
+    p.add_argument("--list", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--organisation", default="")
+    p.add_argument("--country", default="")
+    p.add_argument("--role", default="member", choices=["member", "moderator", "owner"])
+    p.add_argument("--mode", default="instant", choices=["instant", "daily", "weekly", "nomail"])
+    p.add_argument("--language", default="fr", choices=["fr", "en", "de", "it", "es"])
+    p.add_argument("--timezone", default="Europe/Paris")
+    p.set_defaults(handler=cmd_add_member)
+
+    sub.add_parser("status", help="queues, shunted messages, failed deliveries, IMAP accounts").set_defaults(
+        handler=cmd_status
+    )
+    p = sub.add_parser("retry-shunted", help="queue shunted messages again")
+    p.add_argument("ids", nargs="*", type=int)
+    p.set_defaults(handler=cmd_retry_shunted)
+
+    for extension in ("passerelle.importer",):
+        try:
+            module = __import__(extension, fromlist=["add_parser"])
+        except ImportError:
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return int(args.handler(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
