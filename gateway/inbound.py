@@ -53,9 +53,77 @@ def spool_message(
 
     Raises whatever the database raises (the SMTP layer turns that into 451: try again later).
     """
+    return spool_for_lists(
+        factory, raw, source=source, envelope_from=envelope_from, targets=[(list_name, envelope_to)], now=now
+    )[0]
+
+
+def spool_for_lists(
+    factory: sessionmaker[Session],
+    raw: bytes,
+    *,
+    source: str,
+    envelope_from: str,
+    targets: Sequence[tuple[str, Sequence[str]]],
+    now: datetime,
+) -> list[int]:
+    """Commit one spool row per (list name, envelope recipients of that address) in ONE transaction.
+
+    An envelope naming several of our addresses (forum@ and forum-dev@, or forum@ and forum-request@) gets
+    one row each, so each is processed as what it was sent to; all or none are stored, so that the 451
+    answered on failure never leaves half of them behind to be duplicated by the sender's retry.
+    """
+    if not targets:
+        raise ValueError("spool_for_lists needs at least one target")
     message_id = sniff_message_id(raw)
     with session_scope(factory) as session:
-        row = InboundMessage(
+        rows = [
+            InboundMessage(
+                received_at=now,
+                source=source[:80],
+                envelope_from=envelope_from[:320],
+                envelope_to=[str(a)[:320] for a in envelope_to],
+                list_name=list_name[:64],
+                message_id_header=message_id,
+                size=len(raw),
+                raw=raw,
+                status="new",
+                attempts=0,
+                reason="",
+            )
+            for list_name, envelope_to in targets
+        ]
+        session.add_all(rows)
+        session.flush()
+        row_ids = [row.id for row in rows]
+    log.info(
+        "spooled inbound %s from %s (%d bytes) message-id=<%s>",
+        ", ".join(f"#{i}" for i in row_ids), source, len(raw), message_id,
+    )
+    return row_ids
+
+
+def add_spool_rows(
+    session: Session,
+    raw: bytes,
+    *,
+    source: str,
+    envelope_from: str,
+    targets: Sequence[tuple[str, Sequence[str]]],
+    now: datetime,
+    flush: bool = True,
+) -> list[InboundMessage]:
+    """Add one spool row per (list name, envelope recipients) inside the caller's transaction.
+
+    For entry points that must commit something else atomically with the spool row: the IMAP reader
+    commits its UID cursor in the same transaction, so that a crash can neither lose nor repeat a message.
+    Rows get their ids at the flush (``flush=False``: at the caller's, one INSERT for many rows).
+    """
+    if not targets:
+        raise ValueError("add_spool_rows needs at least one target")
+    message_id = sniff_message_id(raw)
+    rows = [
+        InboundMessage(
             received_at=now,
             source=source[:80],
             envelope_from=envelope_from[:320],
@@ -68,8 +136,9 @@ def spool_message(
             attempts=0,
             reason="",
         )
-        session.add(row)
+        for list_name, envelope_to in targets
+    ]
+    session.add_all(rows)
+    if flush:
         session.flush()
-        row_id = row.id
-    log.info("spooled inbound #%s from %s (%d bytes) message-id=<%s>", row_id, source, len(raw), message_id)
-    return row_id
+    return rows

@@ -20,7 +20,7 @@ from .config import Settings
 
 log = logging.getLogger(__name__)
 
-SECRET_FILE_NAME = "secret_key"
+SECRET_FILE_NAME = "secret_key"  # noqa: S105 - a file name, not a secret
 
 
 class TokenError(ValueError):

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine, inspect, text
@@ -41,21 +42,27 @@ class PostgresNotAvailable(RuntimeError):
     """The PostgreSQL server binaries are missing: the message says what to install."""
 
 
-def find_bindir() -> Path:
+DEFAULT_BIN_PATTERNS = ("/usr/lib/postgresql/*/bin/initdb", "/usr/pgsql-*/bin/initdb")
+
+
+def find_bindir(*, path: str | None = None, patterns: Sequence[str] = DEFAULT_BIN_PATTERNS) -> Path:
     """The directory holding initdb, pg_ctl and postgres: PATH first, then /usr/lib/postgresql/<newest>/bin."""
-    on_path = shutil.which("initdb")
-    if on_path and shutil.which("pg_ctl"):
+    on_path = shutil.which("initdb", path=path)
+    if on_path and shutil.which("pg_ctl", path=path):
         return Path(os.path.realpath(on_path)).parent
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb") + glob.glob("/usr/pgsql-*/bin/initdb"),
-        key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parent.parent.name.replace("pgsql-", "").split(".")],
-    )
+
+    def version(initdb: str) -> list[int]:
+        name = Path(initdb).parent.parent.name.replace("pgsql-", "")
+        return [int(x) if x.isdigit() else 0 for x in name.split(".")]
+
+    found = [match for pattern in patterns for match in glob.glob(pattern)]
+    candidates = sorted(found, key=version)
     if candidates:
         return Path(candidates[-1]).parent
     raise PostgresNotAvailable(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH nor in "
-        "/usr/lib/postgresql/*/bin: install them (Debian/Ubuntu: apt-get install postgresql; "
-        "also postgresql-contrib for the unaccent extension) or run the suite without "
+        f"{', '.join(p.rsplit('/', 1)[0] for p in patterns)}: install them (Debian/Ubuntu: apt-get install "
+        "postgresql postgresql-contrib, the latter for the unaccent extension) or run the suite without "
         "PASSERELLE_TEST_DATABASE=postgresql."
     )
 
@@ -70,7 +77,9 @@ def _unprivileged_user() -> str | None:
         except KeyError:
             continue
         return name
-    raise PostgresNotAvailable("running as root and neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL")
+    raise PostgresNotAvailable(
+        "running as root and neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL as"
+    )
 
 
 class PostgresCluster:
@@ -260,7 +269,7 @@ def reset_database(engine: Engine) -> None:
         try:
             with engine.begin() as conn:
                 # A test that leaked an open transaction would make TRUNCATE wait forever.
-                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                conn.execute(text("SET LOCAL lock_timeout = '2s'"))
                 conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
             return
         except Exception:
@@ -277,3 +286,17 @@ def _terminate_others(conn: object) -> None:
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
     )
+
+
+def fresh_database(url: str, dbname: str) -> str:
+    """Drop and create ``dbname`` on the server of ``url`` (a cluster's URL), and return its URL."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    dsn = f"host={parsed.host} port={parsed.port} user={parsed.username} dbname=postgres"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(dbname)))
+    return parsed.set(database=dbname).render_as_string(hide_password=False)

@@ -36,6 +36,43 @@ def _rx(*alternatives: str) -> re.Pattern[str]:
 # Text patterns, checked in this order against the lower-cased, whitespace-collapsed diagnostic.
 # Phrases come from real MTAs and providers (Postfix, Sendmail, Exim, qmail, Exchange/Office 365, Gmail,
 # Yahoo, iCloud, Orange/La Poste, GMX, Domino, ...) and from the languages our members write in.
+_PRIORITY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("filtered", _rx(
+        # au/KDDI (ezweb.ne.jp) answers "550 : User unknown", with no address, when the recipient's own
+        # sender filter refuses the message; a really unknown user gets "550 <addr>: User unknown".
+        r"550:? : user unknown",
+        r"refused due to recipient preferences", r"recipient preferences", r"blocked by the recipient",
+        r"you have been blocked by", r"only accepting mail from specific", r"refuse to receive",
+        r"not accepting (?:e-?mail|mail|messages) from",
+    )),
+    ("networkerror", _rx(
+        # Postfix: a DNS answer that said "try again" (SERVFAIL/timeout) is not a missing domain.
+        r"host not found, try again", r"temporary failure in name resolution", r"malformed or unexpected name server reply",
+    )),
+    ("blocked", _rx(
+        # qmail: "Connected to <ip> but my name was rejected" — refused at HELO, i.e. our host is refused.
+        r"my name was rejected", r"greeting (?:was )?rejected", r"helo (?:command )?rejected",
+        r"after (?:initial connection|helo|ehlo)", r"in reply to (?:helo|ehlo)", r"(?:helo|ehlo) (?:command )?(?:refused|denied)",
+    )),
+    ("hostunknown", _rx(
+        r"(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,} does not exist", r"host or domain name not found",
+        r"the account or domain may not exist", r"\bhost \S+ not found",
+        r"domain (?:name )?(?:not found|does not exist)", r"no such domain",
+    )),
+    ("rejected", _rx(
+        r"sender (?:address )?(?:rejected|refused|denied|blocked|verify failed|verification failed)",
+        r"domain of sender address", r"sender domain (?:must|does not|doesn't)", r"mail from (?:address )?(?:rejected|refused)",
+        r"not a registered gateway user",
+    )),
+    ("userunknown", _rx(
+        # X.1.3: the recipient address cannot even be parsed; it will never work.
+        r"bad destination mailbox address",
+    )),
+    ("syntaxerror", _rx(
+        r"malformed (?:recipient )?address", r"incorrectly constructed",
+    )),
+)
+
 _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("mailboxfull", _rx(
         r"mail ?box (?:is )?(?:full|exceeded|over ?quota|size limit)",
@@ -89,7 +126,7 @@ _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("authfailure", _rx(
         r"\bspf\b.{0,60}(?:fail|record|check|policy|not pass)", r"(?:fail|not pass)\w*.{0,30}\bspf\b", r"dmarc",
         r"\bdkim\b.{0,40}(?:fail|invalid|required|signature)", r"sender is unauthenticated",
-        r"unauthenticated email", r"does not have authentication information", r"is not allowed to send from",
+        r"unauthenticated email", r"authentication checks? failed", r"does not have authentication information", r"is not allowed to send from",
         r"not authorized to send (?:mail )?(?:on behalf|for)",
     )),
     ("requireptr", _rx(
@@ -122,9 +159,9 @@ _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"(?:ip|sender|domain) reputation", r"poor reputation", r"bad reputation", r"low reputation",
     )),
     ("blocked", _rx(
-        r"blocked using", r"block ?list", r"black ?list", r"blocklisted", r"blacklisted", r"listed (?:in|at|on|by) ",
+        r"blocked using", r"block ?list", r"black ?list", r"blocklisted", r"blacklisted", r"(?<!not )listed (?:in|at|on|by) ",
         r"\brbl\b", r"\bdnsbl\b", r"spamhaus", r"spamcop", r"sorbs", r"barracudacentral", r"client host .{0,60}(?:blocked|rejected|refused)",
-        r"(?:ip|host|address|connection)(?: address)? .{0,40}(?:blocked|banned|refused|not allowed|rejected|denied)",
+        r"(?:\bip\b|client host|sending host|your host|connection)(?: address)? .{0,40}(?:blocked|banned|refused|not allowed|rejected|denied)",
         r"banned sending ip", r"access denied, banned", r"blocked (?:ip|for spamming|by)", r"your ip", r"\bip (?:address )?(?:\S+ )?(?:is )?blocked",
         r"has been (?:temporarily )?blocked", r"adresse ip .{0,40}bloqu", r"not accepting connections", r"connection refused by",
         r"refused to talk to me", r"rejected your ip", r"host network not allowed", r"sender (?:ip|host) .{0,20}(?:rejected|refused)",
@@ -137,7 +174,7 @@ _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"(?:recipient|address|mailbox|user|account|e-?mail address) (?:\S+ )?(?:does not|doesn't|not) exists?",
         r"mailbox (?:is )?(?:unavailable|not available|not found|invalid|inactive)", r"mailbox unavailable",
         r"invalid (?:recipient|mailbox|address|user|e-?mail address)", r"recipient (?:not found|unknown|rejected|invalid)",
-        r"address (?:rejected|invalid|unknown|not found)", r"user (?:not found|not listed|invalid|not active)",
+        r"address (?:invalid|unknown|not found)", r"user (?:not found|not listed|invalid|not active)",
         r"not listed in (?:the )?(?:domino directory|public name & address book|name & address book)", r"no mailbox",
         r"recipnotfound", r"recipientnotfound", r"adr\.recip", r"bad (?:destination mailbox|recipient|address)", r"badrcptto",
         r"not in my validrcptto", r"no account by that name", r"no existe", r"utilisateur inconnu", r"destinataire (?:inconnu|invalide)",
@@ -146,26 +183,31 @@ _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"inactive (?:email )?address", r"this user doesn't have a .{0,40}account", r"does not have an account",
         r"no one at this address", r"is not a known user", r"address (?:is )?(?:no longer|not) (?:valid|available|in use|active)",
         r"no longer (?:valid|available|active|in use)", r"unrouteable (?:local|user)", r"nonexist", r"non-existent",
-        r"recipient address rejected: (?:access denied|invalid|user)", r"your envelope recipient", r"can't accept user",
+        r"recipient address rejected: (?:access denied|invalid[ -]?(?:user|recipient)|user ?unknown|unknown user|undeliverable|not found|user \S+ does not exist)", r"your envelope recipient", r"can't accept user",
         r"vdeliver", r"email address (?:could not be found|couldn't be found)", r"couldn't be found", r"could not be found",
         r"not a valid (?:recipient|mailbox|user)", r"name is not recognized", r"unknown recipient", r"does not exist",
         r"unknown address", r"address does not", r"invalid (?:e-?mail )?address", r"rejected: user",
         r"\bno such\b", r"mailbox .{0,30}(?:unavailable|not exist)", r"account .{0,40}(?:does not|doesn't) exist",
         r"unknown user", r"user .{0,40}not (?:listed|found|known)", r"dd this user", r"rcpt.{0,20}unknown",
+        r"invalid (?:final delivery )?userid", r"no valid recipients?\b",
+        r"please check if (?:the )?address is correct",  # InterScan MSS: the recipient was refused
+        r"\u30ea\u30b9\u30c8\u306b\u3042\u308a\u307e\u305b\u3093", r"recipient address rejected(?:\.|$| \(in reply to rcpt)",
+        r"\u898b\u3064\u304b\u308a\u307e\u305b\u3093", r"\u5b58\u5728\u3057\u307e\u305b\u3093",
+        r"\u5b9b\u5148\u4e0d\u660e", r"\u30e6\u30fc\u30b6.{0,20}(?:\u3042\u308a\u307e\u305b\u3093|\u4e0d\u660e)",
     )),
     ("hostunknown", _rx(
         r"host ?unknown", r"unknown host", r"host (?:or domain )?(?:name )?not found", r"no such (?:domain|host)",
         r"domain (?:does not|doesn't) exist", r"domain (?:name )?not found", r"name or service not known", r"unrouteable",
         r"unroutable", r"domain (?:is )?(?:not reachable|unknown|invalid)", r"unknown domain", r"invalid domain",
         r"recipient domain must exist", r"domain must exist", r"host unreachable", r"nxdomain", r"no mx",
-        r"domain .{0,40}(?:doesn't|does not) receive", r"mail domain .{0,30}unknown", r"nom de domaine", r"domaine inconnu",
-        r"not a valid domain", r"mx (?:record|lookup) (?:not found|failed)", r"dns (?:error|failure|lookup)",
-        r"host not found", r"domain lookup failed", r"couldn't find any host", r"name service error",
+r"mail domain .{0,30}unknown", r"nom de domaine", r"domaine inconnu",
+        r"not a valid domain", r"(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,} does not exist", r"mx (?:record|lookup) (?:not found|failed)", r"dns (?:error|failure|lookup)",
+        r"host not found", r"domain lookup failed", r"couldn't find any host",
         r"could not be resolved", r"all relevant mx records point to non-existent hosts",
     )),
     ("notaccept", _rx(
-        r"does not accept mail", r"doesn't accept mail", r"not accepting (?:any )?mail", r"null mx",
-        r"accepts no mail", r"does not receive (?:e-?)?mail", r"smtp protocol returned a permanent error",
+        r"domain .{0,40}(?:doesn't|does not) receive", r"does not accept mail", r"doesn't accept mail", r"not accepting (?:any )?mail", r"null mx",
+        r"accepts no mail", r"no smtp service", r"does not receive (?:e-?)?mail", r"smtp protocol returned a permanent error",
     )),
     ("policyviolation", _rx(
         r"policy (?:violation|reasons|rejection)", r"violat", r"prohibited", r"not allowed by (?:local )?policy",
@@ -176,7 +218,7 @@ _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"duplicate (?:header|subject)", r"malformed (?:message|header)",
     )),
     ("contenterror", _rx(
-        r"headers? too (?:large|long)", r"content[- ]type", r"\bmime\b", r"charset", r"encoding", r"too many headers",
+        r"headers? too (?:large|long)", r"media error", r"content[- ]type", r"\bmime\b", r"charset", r"encoding", r"too many headers",
         r"invalid (?:header|body)", r"message header", r"header (?:size|line)",
     )),
     ("securityerror", _rx(
@@ -208,7 +250,7 @@ _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"timed? ?out", r"timeout", r"no route to host", r"could not connect", r"couldn't connect",
     )),
     ("expired", _rx(
-        r"message expired", r"queue\.expired", r"expired", r"delivery time expired", r"could not be delivered (?:within|for) \d",
+        r"message expired", r"maximum (?:number of )?delivery attempts", r"queue\.expired", r"expired", r"delivery time expired", r"could not be delivered (?:within|for) \d",
         r"undelivered (?:for|after) (?:more than )?\d", r"gave up", r"give up", r"retry (?:time|timeout) (?:exceeded|expired)",
         r"deliver in \d+ minutes", r"has been delayed", r"not yet been delivered", r"delivery (?:is )?delayed",
         r"still (?:trying|being retried|undelivered)", r"will (?:keep|continue) trying", r"deferred",
@@ -222,7 +264,7 @@ _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"configuration error", r"mail system problem", r"local delivery failed", r"i/o error", r"unable to deliver",
     )),
     ("mailererror", _rx(
-        r"procmail", r"mailer (?:error|program|failed)", r"command (?:failed|died)", r"exit (?:code|status)",
+        r"procmail", r"mailer error", r"mailer (?:error|program|failed)", r"command (?:failed|died)", r"exit (?:code|status)",
         r"x-unix;", r"pipe to", r"\|\s*/", r"/bin/", r"sh: ", r"permission denied", r"couldn't create",
         r"cannot (?:open|write)", r"errno", r"binary", r"program",
     )),
@@ -236,9 +278,9 @@ _ORDERED_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 # diagnostic text matched nothing, or to break a tie for a generic x.0.0 answer.
 _STATUS_REASONS: dict[str, str] = {
     "1.1": "userunknown", "1.2": "hostunknown", "1.3": "userunknown", "1.4": "userunknown",
-    "1.5": "userunknown", "1.6": "hasmoved", "1.7": "rejected", "1.8": "rejected", "1.9": "systemerror",
+    "1.5": "userunknown", "1.0": "userunknown", "1.6": "hasmoved", "1.7": "rejected", "1.8": "rejected", "1.9": "systemerror",
     "1.10": "notaccept",
-    "2.0": "filtered", "2.1": "suspend", "2.2": "mailboxfull", "2.3": "exceedlimit", "2.4": "systemerror",
+    "2.0": "filtered", "2.1": "filtered", "2.2": "mailboxfull", "2.3": "exceedlimit", "2.4": "systemerror",
     "3.0": "systemerror", "3.1": "systemfull", "3.2": "notaccept", "3.3": "systemerror",
     "3.4": "mesgtoobig", "3.5": "systemerror",
     "4.0": "networkerror", "4.1": "expired", "4.2": "networkerror", "4.3": "systemerror",
@@ -260,21 +302,44 @@ _STATUS_REASONS: dict[str, str] = {
 # Reasons whose text evidence we trust over a specific status code; for the others a specific status
 # (x.1.1, x.2.2, ...) is more reliable than loose words in a long diagnostic.
 _WEAK_TEXT_REASONS = frozenset({
-    "policyviolation", "contenterror", "securityerror", "filtered", "rejected", "systemerror",
+    "policyviolation", "contenterror", "securityerror", "rejected", "systemerror",
     "networkerror", "expired", "mailererror", "syntaxerror", "systemfull",
 })
 
-STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+# Status-derived reasons too vague to beat words found elsewhere in the notice.
+_VAGUE_STATUS_REASONS = frozenset({
+    "systemerror", "syntaxerror", "networkerror", "securityerror", "rejected", "filtered", "contenterror",
+})
+
+# PowerMTA writes its own classification into the DSN (X-PowerMTA-BounceCategory).
+POWERMTA_CATEGORIES: dict[str, str] = {
+    "bad-mailbox": "userunknown", "bad-domain": "hostunknown", "quota-issues": "mailboxfull",
+    "inactive-mailbox": "suspend", "spam-related": "spamdetected", "policy-related": "policyviolation",
+    "virus-related": "virusdetected", "content-related": "contenterror", "message-expired": "expired",
+    "no-answer-from-host": "networkerror", "bad-connection": "networkerror", "routing-errors": "systemerror",
+    "protocol-errors": "syntaxerror", "relaying-issues": "norelaying", "invalid-sender": "rejected",
+    "bad-configuration": "systemerror",
+}
+
+STATUS_RE = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 REPLY_CODE_RE = re.compile(r"(?<![\d.#-])([245]\d\d)(?=[ -]|$)")
 
 _RCPT_STAGE = re.compile(
-    r"rcpt to|rcpt_to|after rcpt|rcpt command|in reply to rcpt|most progress was rcpt|recipient address rejected|"
-    r"<<< 5\d\d"  # a transcript line right after ">>> RCPT To:" — refined by the caller's ordering
+    r"rcpt to|rcpt_to|after rcpt|rcpt command|in reply to rcpt|most progress was rcpt|does not like recipient"
+)
+_MAIL_STAGE = re.compile(
+    r"after mail from|in reply to mail from|mail from command|sender address rejected|\[mail_from\]|"
+    r"mail from:<[^>]*>:? ?(?:size=\d+)?:? ?(?:host [^:]+: )?[45]\d\d"
 )
 _DATA_STAGE = re.compile(
     r"in reply to (?:end of )?data|after (?:end of )?data|end of data|data command|after data|"
-    r"after the data|message body|while sending the message|data_to|\[data\]"
+    r"after the data|message body|while sending the message|data_to|\[data\]|smtp command\W+data\b|"
+    r"for text command|did not like our final data"
 )
+
+
+_BARE_UNKNOWN = re.compile(r"\b[45]\d\d[ -]:? ?(?:#?[45]\.\d+\.\d+ )?(?:<[^>]*>:? ?|\S+@\S+ ?|: ?)?"
+                           r"(?:user unknown|unknown user)\b")
 
 
 def collapse(text: str) -> str:
@@ -302,6 +367,8 @@ def find_reply_code(text: str) -> str | None:
 def smtp_stage(text: str) -> str | None:
     """Which SMTP command the remote server answered: "RCPT", "DATA" or None when the text does not say."""
     low = text.lower()
+    if _MAIL_STAGE.search(low):
+        return "MAIL"
     if _DATA_STAGE.search(low):
         return "DATA"
     if _RCPT_STAGE.search(low):
@@ -318,14 +385,22 @@ def reason_from_status(status: str | None) -> str | None:
     return _STATUS_REASONS.get(f"{int(parts[1])}.{int(parts[2])}")
 
 
-def reason_from_text(text: str) -> str | None:
+def _match_text(text: str) -> tuple[str | None, bool]:
+    """(reason, strong): strong when a priority phrase matched, or a reason whose words are specific."""
     low = collapse(text)
     if not low:
-        return None
+        return None, False
+    for reason, pattern in _PRIORITY_RULES:
+        if pattern.search(low):
+            return reason, True
     for reason, pattern in _ORDERED_RULES:
         if pattern.search(low):
-            return reason
-    return None
+            return reason, reason not in _WEAK_TEXT_REASONS
+    return None, False
+
+
+def reason_from_text(text: str) -> str | None:
+    return _match_text(text)[0]
 
 
 def classify(diagnostic: str, status: str | None, *, delayed: bool = False, context: str = "") -> str:
@@ -334,15 +409,18 @@ def classify(diagnostic: str, status: str | None, *, delayed: bool = False, cont
     `diagnostic` is the remote server's answer (Diagnostic-Code or the text next to the address);
     `context` is the wider human-readable notification, consulted only when the diagnostic says nothing.
     """
-    text_reason = reason_from_text(diagnostic)
+    text_reason, strong = _match_text(diagnostic)
     status_reason = reason_from_status(status)
     generic_status = status is None or status.endswith(".0.0")
 
     reason: str | None
-    if text_reason and (generic_status or text_reason not in _WEAK_TEXT_REASONS or status_reason is None):
+    if text_reason and (generic_status or strong or status_reason is None):
         reason = text_reason
     elif status_reason and not (status_reason == "syntaxerror" and text_reason):
         reason = status_reason
+        if text_reason is None and status_reason in _VAGUE_STATUS_REASONS and context:
+            # "5.3.0" says little; the notice around it ("No such user here") says more.
+            reason = reason_from_text(context) or status_reason
     else:
         reason = text_reason
     if reason is None and context:
@@ -350,13 +428,29 @@ def classify(diagnostic: str, status: str | None, *, delayed: bool = False, cont
     if reason is None:
         reason = "expired" if delayed else "undefined"
 
-    # "User unknown" at RCPT is a dead mailbox; the same words after DATA are a filter's refusal.
-    if reason == "userunknown":
+    # X.1.7 / X.1.8: the *sender* address was refused, whatever words follow.
+    if status_reason == "rejected" and status is not None and status.split(".")[1] == "1":
+        return "rejected"
+    if reason == "hostunknown" and status is not None and status.startswith("4"):
+        # A resolver failure the MTA itself calls temporary (Gmail's "DNS Error ... 4.0.0").
+        return "networkerror"
+    if reason in ("userunknown", "hostunknown"):
         stage = smtp_stage(diagnostic) or smtp_stage(context)
-        if stage == "DATA":
-            reason = "filtered"
-        elif status_reason in ("filtered", "suspend") and status is not None and stage != "RCPT":
-            reason = "filtered" if status_reason == "filtered" else reason
+        if stage == "MAIL":
+            # The remote server refused our MAIL FROM: it is about the list's sender address.
+            return "rejected"
+        if reason == "userunknown":
+            # "User unknown" is a dead mailbox when the server says so where it decides about mailboxes:
+            # at RCPT TO, or with an X.1.x address status. Japanese mobile carriers (docomo, au) answer
+            # the same bare words after DATA when the recipient's own sender filter refuses the message,
+            # and with an X.2.x (mailbox status) or X.7.x (security/policy) code the words are equally a
+            # filter's refusal. Guessing "dead" there would unsubscribe members whose mailbox is fine.
+            subject = status.split(".")[1] if status else ""
+            bare_words = _BARE_UNKNOWN.search(collapse(diagnostic)) is not None
+            if stage == "DATA" and bare_words and subject != "1":
+                return "filtered"
+            if subject in ("2", "7") and stage != "RCPT":
+                return "filtered"
     return reason
 
 
@@ -364,12 +458,12 @@ def is_hard(reason: str, status: str | None, reply_code: str | None, *, delayed:
     """A hard bounce: the address itself is dead, so one such report is enough to stop mailing it."""
     if delayed:
         return False
-    if status and status.startswith("4"):
-        return False
     if reason in HARD_REASONS:
+        # Even when the last answer was a 4xx ("450 4.1.1 user unknown"), an MTA that gave up on a
+        # mailbox the remote side kept calling unknown has learned the address is dead.
         return True
     if reason == "notaccept":
         # A domain that publishes "no mail here" (null MX, 556/521) is as dead as an unknown host;
         # a 4xx "not accepting" is a server in maintenance.
-        return bool((status and status.startswith("5")) or (reply_code and reply_code.startswith("5")))
+        return not ((status and status.startswith("4")) or (reply_code and reply_code.startswith("4")))
     return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from .base import Base
@@ -34,6 +34,9 @@ class Message(Base):
     body_text: Mapped[str] = deferred(mapped_column(Text, default=""))
     new_text: Mapped[str] = deferred(mapped_column(Text, default=""))
     html: Mapped[str | None] = deferred(mapped_column(Text))
+    # True when body_text is not the original text (a moderator's #commands were removed): list copies then
+    # carry body_text instead of the original body.
+    body_edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The spool row holding the raw bytes ("view the raw message").
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
     # "smtp", "imap", "import", "web".

@@ -1,0 +1,125 @@
+"""Languages: Flask-Babel with catalogues read straight from the .po files (no compile step).
+
+The .po files under archive_web/translations/<lang>/LC_MESSAGES/messages.po are the only source: they are
+compiled in memory the first time a language is used, so a fresh clone works with nothing but
+``pip install``. Message ids are English. The reader's language comes from the switcher (kept in the
+session), else the browser's Accept-Language, else ``site.default_language``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytz
+from babel import Locale
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+from flask import Flask, request, session
+from flask_babel import Babel, Domain, get_locale
+from werkzeug.utils import cached_property
+
+from .app import WebState
+
+log = logging.getLogger(__name__)
+
+TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
+DOMAIN = "messages"
+LANGUAGE_NAMES = {"fr": "Français", "en": "English", "de": "Deutsch", "it": "Italiano", "es": "Español"}
+
+
+def po_path(language: str, directory: Path = TRANSLATIONS_DIR) -> Path:
+    return directory / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+def load_catalogue(language: str, directory: Path = TRANSLATIONS_DIR) -> NullTranslations:
+    """The translations of ``language`` compiled from its .po file (fuzzy entries left out)."""
+    path = po_path(language, directory)
+    if not path.is_file():
+        return NullTranslations()
+    with path.open("rb") as fh:
+        catalog = read_po(fh, locale=language, domain=DOMAIN)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog, use_fuzzy=False)
+    buffer.seek(0)
+    return Translations(fp=buffer, domain=DOMAIN)
+
+
+class PoDomain(Domain):
+    """A Flask-Babel domain whose catalogues come from .po files, cached per language for this app."""
+
+    def __init__(self, directory: Path = TRANSLATIONS_DIR) -> None:
+        super().__init__(translation_directories=[str(directory)], domain=DOMAIN)
+        self._directory = directory
+        self._loaded: dict[str, NullTranslations] = {}
+        self._lock = threading.Lock()
+
+    def get_translations(self) -> Any:
+        locale = get_locale()
+        if locale is None:
+            return NullTranslations()
+        key = locale.language
+        cached = self._loaded.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded[key] = load_catalogue(key, self._directory)
+            return self._loaded[key]
+
+
+class _Babel(Babel):
+    @cached_property
+    def domain_instance(self) -> Domain:
+        return PoDomain()
+
+
+def select_language(state: WebState) -> str:
+    languages = state.languages
+    chosen = session.get("lang")
+    if isinstance(chosen, str) and chosen in languages:
+        return chosen
+    best = request.accept_languages.best_match(languages)
+    if best:
+        return best
+    default = state.settings.site.default_language
+    return default if default in languages else (languages[0] if languages else "en")
+
+
+def select_timezone(state: WebState) -> str:
+    from .web import viewer
+
+    try:
+        member = viewer().member
+    except Exception:  # the error page of a broken database still renders dates
+        member = None
+    for name in (member.timezone if member else None, state.settings.site.default_timezone):
+        if name:
+            try:
+                pytz.timezone(name)
+            except pytz.UnknownTimeZoneError:
+                continue
+            return name
+    return "UTC"
+
+
+def init_app(app: Flask, state: WebState) -> None:
+    babel = _Babel()
+    babel.init_app(
+        app,
+        default_locale=state.settings.site.default_language,
+        default_timezone="UTC",
+        locale_selector=lambda: select_language(state),
+        timezone_selector=lambda: select_timezone(state),
+    )
+
+    def current_language() -> str:
+        locale = get_locale()
+        return locale.language if isinstance(locale, Locale) else state.settings.site.default_language
+
+    app.jinja_env.globals["current_language"] = current_language
+    app.jinja_env.globals["language_names"] = LANGUAGE_NAMES

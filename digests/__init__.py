@@ -1,0 +1,1 @@
+"""Digests and the other scheduled jobs: APScheduler drives them, the database keeps their state."""

@@ -1,0 +1,185 @@
+"""Archive a post and fan it out: Message, Topic, ThreadRefs, Attachments, search index, outbox rows.
+
+All in the worker's transaction, the one that marks the spool row done: either the message is archived
+and every copy queued, or nothing is and the row is retried. Outbox rows are unique per (dedupe_key,
+recipient) with dedupe_key "post:<message pk>", so no rerun can queue a copy twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from gateway.context import MailContext
+from gateway.recipients import post_recipients
+from passerelle.mail.quotes import split_reply
+from passerelle.mail.subject import subject_key
+from passerelle.models import Attachment, Message, OutboxMessage, ThreadRef, Topic
+from passerelle.search import index_message
+
+from . import Outcome
+
+if TYPE_CHECKING:
+    from gateway.threadindex import Placement
+
+log = logging.getLogger(__name__)
+
+NO_SUBJECT = "(no subject)"
+
+
+def find_duplicate(session: Session, message_id: str) -> int | None:
+    """The pk of the archived message with this Message-ID, if any."""
+    return session.scalar(select(Message.id).where(Message.message_id == message_id))
+
+
+def _source(inbound_source: str) -> str:
+    kind = (inbound_source or "smtp").split(":", 1)[0]
+    return kind if kind in ("smtp", "imap", "import", "web") else "smtp"
+
+
+def _record_thread_refs(session: Session, ids: list[str], *, own_id: str, topic_id: int) -> None:
+    """The message's own id becomes real; every id it names that we never saw becomes a ghost of its topic
+    (jwz threading: later replies to those ids, or the messages themselves, join this topic)."""
+    wanted = list(dict.fromkeys([own_id, *ids]))
+    existing = {
+        ref.message_id: ref
+        for ref in session.scalars(select(ThreadRef).where(ThreadRef.message_id.in_(wanted)))
+    }
+    own = existing.get(own_id)
+    if own is None:
+        session.add(ThreadRef(message_id=own_id, topic_id=topic_id, is_ghost=False))
+    else:
+        own.is_ghost = False
+        own.topic_id = topic_id
+    for ref_id in wanted[1:]:
+        if ref_id not in existing:
+            session.add(ThreadRef(message_id=ref_id[:995], topic_id=topic_id, is_ghost=True))
+
+
+def post_message(
+    ctx: MailContext, placement: Placement, *, cleaned_text: str | None = None, fan_out: bool = True
+) -> Outcome:
+    """Archive the post; ``fan_out=False`` (archive import) queues no copy."""
+    session, settings, parsed, ml = ctx.session, ctx.settings, ctx.parsed, ctx.mailing_list
+    now = ctx.now
+    from_addr = (parsed.from_addr or ctx.inbound.envelope_from or "").lower()
+    subject = parsed.subject.strip() or NO_SUBJECT
+    topic = placement.topic
+    created = topic is None
+    if topic is None:
+        topic = Topic(
+            list_id=ml.id,
+            subject=subject[:500],
+            normalized_subject=subject_key(subject)[:500],
+            status="open",
+            author_id=ctx.sender.id if ctx.sender is not None else None,
+            created_at=now,
+            last_post_at=now,
+            message_count=0,
+        )
+        session.add(topic)
+        session.flush()
+
+    body_text = parsed.text if cleaned_text is None else cleaned_text
+    edited = cleaned_text is not None and cleaned_text != parsed.text
+    reply = split_reply(body_text)
+    message = Message(
+        topic_id=topic.id,
+        parent_id=placement.parent_pk,
+        message_id=parsed.message_id[:995],
+        in_reply_to=" ".join(parsed.in_reply_to),
+        references=" ".join(parsed.references),
+        author_id=ctx.sender.id if ctx.sender is not None else None,
+        from_name=parsed.from_name[:200],
+        from_addr=from_addr[:320],
+        subject=subject[:500],
+        date=parsed.date or now,
+        date_offset_minutes=parsed.date_offset_minutes,
+        received_at=now,
+        body_text=body_text,
+        new_text=reply.new_text,
+        html=parsed.html,
+        body_edited=edited,
+        inbound_id=ctx.inbound.id,
+        source=_source(ctx.inbound.source),
+    )
+    session.add(message)
+    session.flush()
+
+    _record_thread_refs(
+        session, [*parsed.references, *parsed.in_reply_to], own_id=message.message_id, topic_id=topic.id
+    )
+
+    # Topic counters and status: "answered" once someone other than the author replied.
+    if not created:
+        if topic.status == "open" and _is_answer(session, topic, message):
+            topic.status = "answered"
+            topic.first_answer_at = now
+        topic.last_post_at = max(topic.last_post_at, now) if topic.last_post_at else now
+    topic.message_count = (topic.message_count or 0) + 1
+
+    if parsed.attachments:
+        session.add_all(
+            Attachment(
+                message_pk=message.id,
+                filename=(a.filename or "attachment")[:255],
+                content_type=(a.content_type or "application/octet-stream")[:127],
+                size=a.size,
+                sha256=hashlib.sha256(a.data).hexdigest(),
+                inline=a.inline,
+                content_id=(a.content_id or "")[:255],
+                data=a.data,
+            )
+            for a in parsed.attachments
+        )
+
+    index_message(session, message, body=reply.new_text or body_text)
+
+    if ctx.subscription is not None:
+        ctx.subscription.accepted_posts = (ctx.subscription.accepted_posts or 0) + 1
+
+    recipients = post_recipients(
+        session,
+        ml.id,
+        topic_id=topic.id,
+        category_id=topic.category_id,
+        author_email=from_addr,
+        send_copy_to_author=bool(settings.lists.send_copy_to_author),
+    ) if fan_out else []
+    if recipients:
+        dedupe_key = f"post:{message.id}"
+        session.execute(
+            insert(OutboxMessage),
+            [
+                {
+                    "kind": "post", "dedupe_key": dedupe_key, "message_pk": message.id, "list_id": ml.id,
+                    "recipient": rcpt, "payload": None, "status": "pending", "attempts": 0,
+                    "next_attempt_at": now, "last_error": "", "claimed_by": "", "created_at": now,
+                }
+                for rcpt in recipients
+            ],
+        )
+    reason = (
+        f"posted as message #{message.id} in {'new ' if created else ''}topic #{topic.id};"
+        f" {len(recipients)} cop{'y' if len(recipients) == 1 else 'ies'} queued"
+    )
+    return Outcome("done", reason, message_pk=message.id, topic_id=topic.id, recipients=len(recipients))
+
+
+def _is_answer(session: Session, topic: Topic, message: Message) -> bool:
+    if topic.author_id is not None and message.author_id is not None:
+        return topic.author_id != message.author_id
+    first_from = session.scalar(
+        select(Message.from_addr)
+        .where(Message.topic_id == topic.id, Message.id != message.id)
+        .order_by(Message.id)
+        .limit(1)
+    )
+    return bool(first_from) and first_from != message.from_addr
+
+
+__all__ = ["NO_SUBJECT", "find_duplicate", "post_message"]

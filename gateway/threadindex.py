@@ -1,0 +1,93 @@
+"""Thread placement against the database: passerelle.mail.threading.Threader over ThreadRef and Topic rows.
+
+Every Message-ID the archive has seen, real or ghost, has a ThreadRef naming its topic (the post handler
+writes them); subjects are matched on Topic.normalized_subject (subject_key: prefixes stripped, case-folded)
+among topics of the same list active within lists.subject_thread_window_days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from passerelle.mail.subject import subject_key
+from passerelle.mail.threading import Threader
+from passerelle.models import Message, ThreadRef, Topic
+
+from .context import MailContext
+
+# A chain of merged topics longer than this is a data error: stop following it.
+MAX_MERGE_HOPS = 10
+
+
+class DbThreadIndex:
+    """The ThreadIndex protocol over one list's ThreadRef/Topic rows (two indexed queries at most)."""
+
+    def __init__(self, session: Session, list_id: int) -> None:
+        self.session = session
+        self.list_id = list_id
+
+    def topic_for_ids(self, ids: list[str]) -> dict[str, Hashable]:
+        if not ids:
+            return {}
+        rows = self.session.execute(
+            select(ThreadRef.message_id, ThreadRef.topic_id)
+            .join(Topic, Topic.id == ThreadRef.topic_id)
+            .where(ThreadRef.message_id.in_(ids), Topic.list_id == self.list_id)
+        ).all()
+        return {str(message_id): topic_id for message_id, topic_id in rows}
+
+    def topic_for_subject(self, normalized_subject: str, since: datetime) -> Hashable | None:
+        key = subject_key(normalized_subject)[:500]
+        if not key:
+            return None
+        return self.session.scalar(
+            select(Topic.id)
+            .where(Topic.list_id == self.list_id, Topic.normalized_subject == key, Topic.last_post_at >= since)
+            .order_by(Topic.last_post_at.desc(), Topic.id.desc())
+            .limit(1)
+        )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The topic a post joins (None: a new topic) and its parent message's pk when it is archived."""
+
+    topic: Topic | None
+    parent_pk: int | None
+    parent_message_id: str | None
+    rule: str
+
+
+def _follow_merges(session: Session, topic: Topic) -> Topic:
+    hops = 0
+    while topic.merged_into_id is not None and hops < MAX_MERGE_HOPS:
+        target = session.get(Topic, topic.merged_into_id)
+        if target is None:
+            break
+        topic = target
+        hops += 1
+    return topic
+
+
+def place_message(ctx: MailContext) -> Placement:
+    session = ctx.session
+    threader = Threader(
+        DbThreadIndex(session, ctx.mailing_list.id),
+        subject_window=timedelta(days=int(ctx.settings.lists.subject_thread_window_days)),
+    )
+    placed = threader.place_message(ctx.parsed, fallback_date=ctx.now)
+    topic = session.get(Topic, placed.topic_key) if placed.topic_key is not None else None
+    if topic is not None:
+        topic = _follow_merges(session, topic)
+    parent_pk = None
+    if placed.parent_message_id:
+        parent_pk = session.scalar(select(Message.id).where(Message.message_id == placed.parent_message_id))
+    return Placement(topic=topic, parent_pk=parent_pk, parent_message_id=placed.parent_message_id, rule=placed.reason)
+
+
+__all__ = ["DbThreadIndex", "Placement", "place_message"]

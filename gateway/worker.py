@@ -1,0 +1,253 @@
+"""The spool worker: claim rows, decide (rules), do (handlers), and mark each row in the same transaction.
+
+Every row ends in a status an operator can read: done, held, duplicate, bounce, command, dropped or
+shunted, with the reason. A row whose processing raises is rolled back and retried; after
+worker.max_attempts it is shunted with the error, its raw bytes kept. A row claimed by a worker that died
+(claimed_at older than worker.claim_timeout) is claimed again: a restart finishes what was spooled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker, undefer
+
+from passerelle.config import Settings
+from passerelle.db import session_scope
+from passerelle.mail.parse import DEFAULT_MAX_BYTES, MessageParseError, parse_message
+from passerelle.models import InboundMessage, MailingList, Member, Subscription, Topic
+
+from .claims import claim_ids, worker_identity
+from .context import MailContext
+from .handlers import Outcome
+from .handlers.bounce import handle_bounce
+from .handlers.closed import closed_topic
+from .handlers.command import handle_command
+from .handlers.drop import drop
+from .handlers.hold import hold
+from .handlers.owner import forward_to_owners
+from .handlers.post import find_duplicate, post_message
+from .handlers.refuse import refuse
+from .recipients import split_address
+from .rules import decide
+from .threadindex import place_message
+
+log = logging.getLogger(__name__)
+
+# Rows claimed per transaction: fewer claim transactions, while a crash strands at most this many rows
+# until claim_timeout.
+CLAIM_BATCH = 20
+
+
+def _recipient_local(inbound: InboundMessage, mailing_list: MailingList) -> str:
+    for address in inbound.envelope_to or ():
+        local, _ = split_address(str(address))
+        if local:
+            return local.lower()
+    # IMAP and imports have no envelope: the mailbox feeds the list's posting address.
+    return mailing_list.name
+
+
+def _intercept(ctx: MailContext, topic: Topic | None) -> tuple[bool, str | None, str]:
+    """(post it?, cleaned text or None, what was done) from gateway.commands.intercept_post, if installed."""
+    try:
+        commands = importlib.import_module("gateway.commands")
+    except ModuleNotFoundError as exc:
+        if exc.name != "gateway.commands":
+            raise
+        return True, None, ""
+    intercept = getattr(commands, "intercept_post", None)
+    if intercept is None:
+        return True, None, ""
+    result = intercept(ctx, topic)
+    if result is None:
+        return True, None, ""
+    post = bool(getattr(result, "post", True))
+    text = getattr(result, "text", None)
+    summary = str(getattr(result, "summary", "") or "")
+    return post, text, summary
+
+
+def process_message(
+    session: Session, settings: Settings, inbound: InboundMessage, *, now: datetime, resolver: Any = None
+) -> Outcome:
+    """Decide and do for one spool row, in the caller's transaction; returns the row's outcome."""
+    mailing_list = session.scalar(select(MailingList).where(MailingList.name == inbound.list_name))
+    if mailing_list is None:
+        return Outcome("shunted", f"the list {inbound.list_name!r} does not exist (any more)")
+    raw = inbound.raw or b""
+    try:
+        parsed = parse_message(raw, max_bytes=max(DEFAULT_MAX_BYTES, len(raw)))
+    except MessageParseError as exc:
+        return Outcome("shunted", f"not a usable mail message: {exc.reason}")
+    sender: Member | None = None
+    subscription: Subscription | None = None
+    if parsed.from_addr:
+        sender = session.scalar(select(Member).where(Member.email == parsed.from_addr.lower()))
+        if sender is not None:
+            subscription = session.scalar(
+                select(Subscription).where(
+                    Subscription.member_id == sender.id, Subscription.list_id == mailing_list.id
+                )
+            )
+    ctx = MailContext(
+        session=session,
+        settings=settings,
+        now=now,
+        inbound=inbound,
+        parsed=parsed,
+        mailing_list=mailing_list,
+        sender=sender,
+        subscription=subscription,
+        recipient_local=_recipient_local(inbound, mailing_list),
+        resolver=resolver,
+    )
+    decision = decide(ctx)
+    if decision is not None:
+        if decision.kind == "drop":
+            return drop(ctx, decision.reason)
+        if decision.kind == "bounce":
+            return handle_bounce(ctx, decision.data)
+        if decision.kind == "command":
+            return handle_command(ctx)
+        if decision.kind == "owner":
+            return forward_to_owners(ctx)
+        if decision.kind == "hold":
+            return hold(ctx, decision.reason)
+        if decision.kind == "refuse":
+            return refuse(ctx, decision.reason)
+        raise AssertionError(f"unhandled decision {decision!r}")
+    # Posting: duplicate check, thread placement, moderator commands, closed topic, then the post itself.
+    duplicate = find_duplicate(session, parsed.message_id)
+    if duplicate is not None:
+        return Outcome(
+            "duplicate", f"Message-ID <{parsed.message_id}> already archived as message #{duplicate}",
+            message_pk=duplicate,
+        )
+    placement = place_message(ctx)
+    post, cleaned_text, summary = _intercept(ctx, placement.topic)
+    if not post:
+        return Outcome("command", summary or "moderator commands handled; nothing to post",
+                       topic_id=placement.topic.id if placement.topic else None)
+    topic = placement.topic
+    if topic is not None and topic.status == "closed" and not ctx.is_moderator:
+        return closed_topic(ctx, topic)
+    outcome = post_message(ctx, placement, cleaned_text=cleaned_text)
+    if summary:
+        outcome = Outcome(outcome.status, f"{outcome.reason}; {summary}"[:2000], outcome.message_pk,
+                          outcome.topic_id, outcome.recipients)
+    return outcome
+
+
+def _claim(
+    settings: Settings, factory: sessionmaker[Session], *, now: datetime, worker_id: str, limit: int
+) -> list[int]:
+    stale = now - timedelta(seconds=settings.worker.claim_timeout)
+    with session_scope(factory) as session:
+        return claim_ids(
+            session,
+            InboundMessage,
+            where=or_(
+                InboundMessage.status == "new",
+                and_(InboundMessage.status == "processing", InboundMessage.claimed_at < stale),
+            ),
+            order_by=(InboundMessage.id,),
+            limit=limit,
+            status="processing",
+            worker_id=worker_id,
+            now=now,
+        )
+
+
+def _process_claimed(
+    settings: Settings, factory: sessionmaker[Session], row_id: int, *, now: datetime, resolver: Any, worker_id: str
+) -> str:
+    try:
+        with session_scope(factory) as session:
+            inbound = session.scalar(
+                select(InboundMessage).where(InboundMessage.id == row_id).options(undefer(InboundMessage.raw))
+            )
+            if inbound is None or inbound.status != "processing" or inbound.claimed_by != worker_id:
+                # Taken over by another worker after our claim timed out: theirs now.
+                return "skipped"
+            outcome = process_message(session, settings, inbound, now=now, resolver=resolver)
+            inbound.status = outcome.status
+            inbound.reason = outcome.reason[:4000]
+            inbound.processed_at = now
+            inbound.claimed_by = ""
+            inbound.claimed_at = None
+            message_id = inbound.message_id_header
+        log.info("inbound #%s <%s>: %s (%s)", row_id, message_id, outcome.status, outcome.reason[:300])
+        return outcome.status
+    except Exception as exc:
+        log.exception("inbound #%s: processing failed", row_id)
+        _record_failure(settings, factory, row_id, exc, now=now, worker_id=worker_id)
+        return "failed"
+
+
+def _record_failure(
+    settings: Settings, factory: sessionmaker[Session], row_id: int, exc: BaseException, *, now: datetime,
+    worker_id: str,
+) -> None:
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    place = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
+    error = f"{type(exc).__name__}: {exc}"[:1500] + place
+    try:
+        with session_scope(factory) as session:
+            row = session.execute(
+                select(InboundMessage.attempts, InboundMessage.claimed_by).where(InboundMessage.id == row_id)
+            ).first()
+            if row is None or row.claimed_by != worker_id:
+                return
+            attempts = (row.attempts or 0) + 1
+            shunt = attempts >= max(1, int(settings.worker.max_attempts))
+            session.execute(
+                update(InboundMessage)
+                .where(InboundMessage.id == row_id)
+                .values(
+                    attempts=attempts,
+                    status="shunted" if shunt else "new",
+                    reason=(f"shunted after {attempts} failed attempts: " if shunt else f"attempt {attempts} failed: ")
+                    + error,
+                    claimed_by="",
+                    claimed_at=None,
+                    processed_at=now if shunt else None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        if shunt:
+            log.error("inbound #%s shunted after %d attempts: %s", row_id, attempts, error)
+    except Exception:
+        # The database itself is failing: the row stays claimed and is taken again after claim_timeout.
+        log.exception("inbound #%s: cannot record the failure", row_id)
+
+
+def process_pending(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    *,
+    now: datetime,
+    limit: int = 100,
+    resolver: Any = None,
+    worker_id: str | None = None,
+) -> int:
+    """Process up to ``limit`` spool rows (new ones, and ones abandoned by a dead worker); returns how many
+    were processed (whatever their outcome, failures included)."""
+    worker_id = worker_id or worker_identity("worker")
+    processed = 0
+    while processed < limit:
+        ids = _claim(settings, factory, now=now, worker_id=worker_id, limit=min(CLAIM_BATCH, limit - processed))
+        if not ids:
+            break
+        for row_id in ids:
+            _process_claimed(settings, factory, row_id, now=now, resolver=resolver, worker_id=worker_id)
+            processed += 1
+    return processed
+
+
+__all__ = ["process_message", "process_pending"]
