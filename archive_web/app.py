@@ -158,12 +158,15 @@ def _unexpected_error(exc: Exception) -> Any:
 def _error_page(code: int, message: str | None) -> Any:
     from . import web
 
+    # The request's session may be broken (the error came from the database): start afresh, and load the
+    # reader again through a new session (or show the page as to an anonymous reader if that fails too).
     web.discard_session()
+    g.pop("viewer", None)
+    g.pop("lists", None)
     try:
         body = render_template("error.html", code=code, message=message)
     except Exception:  # the page itself failed (database down...): a bare page, still without details
         log.exception("error page %s could not be rendered", code)
         title = InternalServerError.description if code >= 500 else "Error"
         body = f"<!doctype html><title>{code}</title><h1>{code}</h1><p>{title}</p>"
-    g.pop("viewer", None)
     return body, code

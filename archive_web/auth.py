@@ -97,7 +97,7 @@ def send_login_link(member: Member, next_path: str) -> bool:
         body=body,
         now=current,
         kind="notice",
-        dedupe_key=f"login:{row.id}",
+        dedupe_key=f"login:{row.token_hash[:32]}",
     )
     log.info("sign-in link queued for member %s", member.id)
     return True

@@ -88,7 +88,7 @@ def parse_search_query(*, page_size: int | None = None, browse: bool = False) ->
         date_to=_date("to"),
         titles_only=args.get("titles", "") in ("1", "on", "true"),
         order=order,
-        page=_int("page") or 1,
+        page=1 if (page := _int("page")) is None else page,
         page_size=page_size or settings().web.page_size,
         member_list_ids=v.member_list_ids,
         see_everything=v.see_everything,

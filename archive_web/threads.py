@@ -378,6 +378,12 @@ def topic(topic_id: int) -> Any:
     )
 
 
+@bp.route("/topics/<int:topic_id>")
+def topic_alias(topic_id: int) -> Any:
+    """Older links (command replies) name topics /topics/<id>."""
+    return redirect(url_for("threads.topic", topic_id=topic_id), code=301)
+
+
 @bp.route("/t/<int:topic_id>/follow", methods=["POST"])
 @member_required
 def follow_topic(topic_id: int) -> Any:

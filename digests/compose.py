@@ -150,6 +150,7 @@ def render_text(
                 out += [
                     "",
                     f"  {lab('read')}: {urls['read']}",
+                    f"  {lab('open')}: {urls['open']}",
                     f"  {lab('reply')}: {links.reply_mailto(list_address, topic.subject, topic.reply_to_message_id)}",
                     f"  {lab('follow')}: {urls['follow']}",
                     f"  {lab('mute')}: {urls['mute']}",
@@ -186,7 +187,7 @@ def render_html(
         f'<html lang="{e(lab.language)}"><head><meta charset="utf-8"><title>{e(title)}</title></head>',
         '<body style="font-family:sans-serif;max-width:46em;margin:auto;color:#222">',
         f"<h1 style=\"font-size:1.3em\">{e(title)}</h1>",
-        f"<p>{e(lab('summary', topics=len(content.topics), messages=content.message_count))}</p>",
+        f"<p>{e(_summary(lab, content))}</p>",
     ]
     for category, groups in content.grouped():
         heading = category or lab("uncategorised")
@@ -217,6 +218,7 @@ def render_html(
                     )
                 actions = " · ".join([
                     a(urls["read"], lab("read")),
+                    a(urls["open"], lab("open")),
                     a(links.reply_mailto(list_address, topic.subject, topic.reply_to_message_id), lab("reply")),
                     a(urls["follow"], lab("follow")),
                     a(urls["mute"], lab("mute")),

@@ -49,12 +49,14 @@ class DigestTickResult:
     details: list[str] = field(default_factory=list)
 
 
-def _last_until(session: Session, subscription_id: int, period: str) -> datetime | None:
-    return session.scalar(
-        select(func.max(DigestRun.until)).where(
-            DigestRun.subscription_id == subscription_id, DigestRun.period == period
+def _last_untils(session: Session) -> dict[tuple[int, str], datetime]:
+    """{(subscription id, period): end of the newest period done} for every subscription, in one query."""
+    rows = session.execute(
+        select(DigestRun.subscription_id, DigestRun.period, func.max(DigestRun.until)).group_by(
+            DigestRun.subscription_id, DigestRun.period
         )
     )
+    return {(sub_id, period): until for sub_id, period, until in rows}
 
 
 def _spool_settled(session: Session, until: datetime, now: datetime, wait_minutes: int) -> bool:
@@ -180,9 +182,10 @@ def send_due_digests(settings: Settings, factory: sessionmaker[Session], *, now:
             .where(Subscription.status == "active", Subscription.delivery_mode.in_(("daily", "weekly")))
             .order_by(Subscription.id)
         ).all()
+        last_untils = _last_untils(session) if subs else {}
         for sub in subs:
             zone = zone_for(sub.member.timezone, settings.site.default_timezone)
-            last_until = _last_until(session, sub.id, sub.delivery_mode)
+            last_until = last_untils.get((sub.id, sub.delivery_mode))
             for period in due_periods(
                 sub.delivery_mode, now, zone, hour=hour, weekday=weekday, last_until=last_until,
                 catch_up_days=settings.digests.catch_up_days,

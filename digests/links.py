@@ -47,12 +47,16 @@ def action_url(settings: Settings, action: str, *, member_id: int, topic_id: int
     return f"{base(settings)}/d/{action}/{token}"
 
 
-def read_action_token(settings: Settings, action: str, token: str, *, now: datetime | None = None) -> dict[str, Any]:
+def read_action_token(
+    settings: Settings, action: str, token: str, *, now: datetime | None = None, max_age: int | None = None
+) -> dict[str, Any]:
     """The {"m": member id, "t": topic id} (or {"s": subscription id} for reenable) inside a link token.
 
-    Raises passerelle.tokens.TokenError (or TokenExpired) for anything forged, damaged or too old.
+    Raises passerelle.tokens.TokenError (or TokenExpired) for anything forged, damaged or older than
+    ``max_age`` seconds (default: MAX_AGE_SECONDS; reenable links never expire).
     """
-    max_age = None if action == "reenable" else MAX_AGE_SECONDS
+    if max_age is None and action != "reenable":
+        max_age = MAX_AGE_SECONDS
     return unsign(settings, purpose(action), token, max_age=max_age, now=now)
 
 

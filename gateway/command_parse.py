@@ -293,6 +293,7 @@ DECISION_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
 # Tokens Passerelle puts in its reply addresses and subjects (secrets.token_hex(12)).
 TOKEN_RE = re.compile(r"(?<![0-9a-f])([0-9a-f]{24})(?![0-9a-f])")
 _WORD_SPLIT = re.compile(r"[\s,;]+")
+_SEPARATORS = re.compile(r"[\s\-_]+")
 # Punctuation people put around a command word ("subscribe.", "aide ?", "«clos»").
 _EDGE_PUNCT = "\"'«»“”‘’.,;:!¡¿()[]<>*_"
 _HASH_IN_SUBJECT = re.compile(r"(?:^|(?<=\s))#(?=\w)")
@@ -338,8 +339,9 @@ class AliasTable:
         """Longest alias at the start of ``words``: (name, language, number of words used)."""
         keys = [normalize_word(w) for w in words[:_MAX_ALIAS_WORDS]]
         for n in range(len(keys), 0, -1):
-            for sep in (" ", ""):
-                hit = self.entries.get(sep.join(keys[:n]))
+            joined = " ".join(keys[:n])
+            for candidate in (_SEPARATORS.sub(" ", joined), _SEPARATORS.sub("", joined)):
+                hit = self.entries.get(candidate)
                 if hit:
                     return hit[0], hit[1], n
         return None

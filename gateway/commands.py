@@ -27,6 +27,7 @@ Every command mail is answered: what was done, or why not.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from collections.abc import Sequence
@@ -98,6 +99,11 @@ class InterceptResult:
     handled: str = ""
     subject: str | None = None
 
+    @property
+    def summary(self) -> str:
+        """``handled`` under the name gateway.worker reads."""
+        return self.handled
+
 
 PASS_THROUGH = InterceptResult(post=True)
 
@@ -147,7 +153,7 @@ def request_address(settings: Settings, mailing_list: MailingList) -> str:
 
 
 def topic_url(settings: Settings, topic_id: int) -> str:
-    return f"{settings.site.base_url.rstrip('/')}/topics/{topic_id}"
+    return f"{settings.site.base_url.rstrip('/')}/t/{topic_id}"
 
 
 def new_text_of(text: str) -> str:
@@ -195,9 +201,18 @@ class Exec:
     # In-Reply-To then References, newest first: the message a #split or a follow-by-reply points at.
     replied_to: tuple[str, ...] = ()
     results: list[str] = field(default_factory=list)
+    # Phrase keys of ``results`` (None for lines added as text), to tell what the reply would say.
+    said: list[str | None] = field(default_factory=list)
 
     def say(self, key: str, **fields: Any) -> None:
         self.results.append(phrase(key, self.language, **fields))
+        self.said.append(key)
+
+    @property
+    def only_asked_confirmation(self) -> bool:
+        """Everything the reply would say is "a confirmation request was sent": that mail says it already."""
+        return bool(self.said) and len(self.said) == len(self.results) and \
+            set(self.said) <= {"sub.confirm_sent", "confirm.requested"}
 
     def log_action(self, action: str, detail: str, topic: Topic | None = None) -> None:
         self.session.add(ModerationAction(
@@ -331,15 +346,17 @@ def _sender_language(ctx: MailContext, guessed: str | None = None) -> str:
     return guessed or ctx.mailing_list.language or ctx.settings.site.default_language
 
 
-def handle_request_mail(ctx: MailContext) -> None:
-    """A mail to ``LIST-request@`` or ``LIST+<word>@``: run its commands and answer the sender."""
+def handle_request_mail(ctx: MailContext) -> str:
+    """A mail to ``LIST-request@`` or ``LIST+<word>@``: run its commands and answer the sender.
+
+    Returns a one-line summary for the spool row's reason (gateway.handlers.command stores it).
+    """
     parsed = ctx.parsed
     email = (parsed.from_addr or "").strip()
     if not email or "@" not in email:
         # Nobody to answer (and nobody whose subscription could change): kept in the spool for operators.
         log.warning("command mail <%s> has no usable From address: ignored", ctx.inbound.message_id_header)
-        ctx.inbound.reason = "command mail without a From address: nothing done"
-        return
+        return "command mail without a From address: nothing done"
     kind, value = _address_parts(ctx.recipient_local, ctx.mailing_list.name)
     try:
         new_text = new_text_of(parsed.text or "")
@@ -382,14 +399,14 @@ def handle_request_mail(ctx: MailContext) -> None:
         else:
             ex.results.extend(handle_decision_mail(ctx, held, new_text, ex.language))
         _send_results(ex, **reply_kwargs)
-        return
+        return f"moderation reply: {' '.join(ex.results)}"[:500]
     if kind == "confirm":
         result = confirm_token(ctx.session, ctx.settings, value, now=ctx.now, via="mail-confirmed",
                                language=ex.language, reply_to_message=parsed.message_id or None)
         if not result.ok:
             ex.results.append(result.message)
             _send_results(ex, **reply_kwargs)
-        return
+        return f"confirmation {value[:6]}…: {result.status} ({result.kind or '-'})"
 
     if kind == "command":
         cmd = address_command(value)
@@ -397,7 +414,7 @@ def handle_request_mail(ctx: MailContext) -> None:
             address = f"{ctx.recipient_local}@{ctx.settings.lists.domain}"
             ex.say("address.unknown", word=value, address=address)
             _send_results(ex, with_help=True, **reply_kwargs)
-            return
+            return f"unknown command address {address}"
         commands: Sequence[Command] = [cmd]
         unknown: Sequence[str] = ()
         truncated = False
@@ -415,8 +432,9 @@ def handle_request_mail(ctx: MailContext) -> None:
         ex.say("unknown_lines", count=len(unknown), line=_quote(unknown[0]))
     if truncated:
         ex.say("truncated")
-    _send_results(ex, with_help=with_help, **reply_kwargs)
-    ctx.inbound.reason = ("commands: " + ", ".join(c.name for c in commands))[:500] if commands else "no command"
+    if not (ex.only_asked_confirmation and not with_help):
+        _send_results(ex, with_help=with_help, **reply_kwargs)
+    return ("commands: " + ", ".join(c.name for c in commands))[:500] if commands else "no command found"
 
 
 def run_member_commands(ex: Exec, commands: Sequence[Command], *, proven: Proof | None = None,
@@ -831,7 +849,9 @@ def intercept_post(ctx: MailContext, topic: Topic | None) -> InterceptResult:
                 run_topic_commands(ex, mod_cmds)
                 summary.extend(c.name for c in mod_cmds)
             else:
-                _ask_confirmation(ex, mod_cmds, scope="moderator", detail=proof.detail)
+                # The confirmation request says it all: no second mail unless something else happened.
+                _ask_confirmation(ex, mod_cmds, scope="moderator", detail=proof.detail,
+                                  announce=bool(ex.results))
                 summary.append("awaiting confirmation")
 
     if not handled and not unknown_handled and not ex.results:
@@ -1109,9 +1129,9 @@ def _cmd_sheet(ex: Exec, cmd: Command) -> None:
     topic = _t(ex)
     kind = str(cmd.params["kind"])
     try:
-        from gateway import sheets  # type: ignore[attr-defined]
+        sheets = importlib.import_module("gateway.sheets")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("gateway.sheets",):
+        if exc.name != "gateway.sheets":
             raise
         ex.say("sheet.unavailable")
         return

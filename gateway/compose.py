@@ -165,12 +165,14 @@ def build_post_copy(
     rewrite_from: bool,
     add_message_id: bool = False,
     replacement_text: str | None = None,
+    replacement_subject: str | None = None,
 ) -> bytes:
     """The bytes of one member's copy.
 
     ``rewrite_from``: the author's domain has a strict DMARC policy. ``add_message_id``: the original had
     no usable Message-ID and the archive assigned ``info.message_id``. ``replacement_text``: a moderator's mail
-    whose commands were removed: the copy carries that text as its single text/plain part.
+    whose commands were removed: the copy carries that text as its single text/plain part, and
+    ``replacement_subject`` as its Subject.
     """
     headers, body = split_message(raw)
     drop = set(_REMOVED)
@@ -179,8 +181,11 @@ def build_post_copy(
         drop |= {"from", "reply-to"}
     prefix = settings.lists.subject_prefix.strip()
     subject_present = any(name == "subject" for name, _ in headers)
-    if prefix:
+    if prefix or replacement_subject is not None:
         drop.add("subject")
+    if replacement_subject is not None:
+        with_prefix = prefix and prefix.lower() not in replacement_subject.lower()
+        out.append(header_line("Subject", f"{prefix} {replacement_subject}" if with_prefix else replacement_subject))
     if replacement_text is not None:
         drop |= _MIME_HEADERS
     if add_message_id:
@@ -188,14 +193,14 @@ def build_post_copy(
         drop.add("message-id")
     for name, field in headers:
         if name in drop:
-            if name == "subject" and prefix:
+            if name == "subject" and prefix and replacement_subject is None:
                 out.append(_prefixed_subject(field, prefix))
             continue
         if rewrite_from and name == "sender":
             # Keep a Sender of the author's domain out of the way of DMARC-checking receivers too.
             continue
         out.append(field)
-    if prefix and not subject_present:
+    if prefix and not subject_present and replacement_subject is None:
         out.append(header_line("Subject", prefix))
     if add_message_id:
         out.append(header_line("Message-ID", f"<{info.message_id}>"))

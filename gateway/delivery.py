@@ -126,15 +126,15 @@ def _prepare(
     }
     inbound_ids = {m.inbound_id for m in messages.values() if m.inbound_id is not None}
     raws: dict[int, bytes] = {
-        row_id: raw
-        for row_id, raw in session.execute(
+        row.id: row.raw
+        for row in session.execute(
             select(InboundMessage.id, InboundMessage.raw).where(InboundMessage.id.in_(inbound_ids))
         )
     }
     payload_ids = [r.id for r in rows if r.kind != "post" or r.message_pk is None]
     payloads: dict[int, bytes | None] = {
-        row_id: payload
-        for row_id, payload in session.execute(
+        row.id: row.payload
+        for row in session.execute(
             select(OutboxMessage.id, OutboxMessage.payload).where(OutboxMessage.id.in_(payload_ids))
         )
     }
@@ -181,6 +181,7 @@ def _prepare(
                     rewrite_from=rewrite,
                     add_message_id=sniff_message_id(raw) != message.message_id,
                     replacement_text=message.body_text if message.body_edited else None,
+                    replacement_subject=message.subject if message.body_edited else None,
                 )
             else:
                 payload = payloads.get(row.id)

@@ -38,6 +38,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
+from imapclient.imapclient import _parse_untagged_response
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -82,6 +83,7 @@ _ACCOUNT_DEFAULTS: dict[str, Any] = {
     "batch_size": 50,
     "timeout": 60.0,
 }
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 _RETURN_PATH = re.compile(rb"^return-path:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -141,7 +143,7 @@ class ImapAccount:
             if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, type(default)):
-                raise ConfigError(f"{where}: {key!r} must be a {type(default).__name__}, got {value!r}")
+                raise ConfigError(f"{where}: {key!r} must be {_TYPE_NAMES[type(default)]}, got {value!r}")
             values[key] = value.strip() if isinstance(value, str) else value
         for key in ("name", "host", "username", "list", "folder"):
             if not values[key]:
@@ -249,6 +251,7 @@ class ImapFetcher:
         self.envelope_to = [settings.list_address(self.account.list_name)]
         self.max_bytes = int(settings.lists.max_message_bytes)
         self.failures = 0
+        self._stopping = threading.Event()
 
     # -- public --------------------------------------------------------------------------------------
 
@@ -272,6 +275,7 @@ class ImapFetcher:
         initial = float(self.settings.imap.retry_initial_seconds)
         ceiling = float(self.settings.imap.retry_max_seconds)
         delay = initial
+        self._stopping = stop_event
         while not stop_event.is_set():
             client = None
             try:
@@ -360,7 +364,7 @@ class ImapFetcher:
                     return
                 tick = min(IDLE_TICK, remaining)
                 started = time.monotonic()
-                responses = client.idle_check(timeout=tick)
+                responses = self._buffered_responses(client) or client.idle_check(timeout=tick)
                 for response in responses:
                     if len(response) > 1 and response[1] in (b"EXISTS", b"RECENT", b"BYE"):
                         return
@@ -372,6 +376,30 @@ class ImapFetcher:
                     return
         finally:
             client.idle_done()
+
+    def _buffered_responses(self, client: IMAPClient) -> list[Any]:
+        """Untagged responses already read off the socket into imaplib's buffer.
+
+        Mail that arrives between our SEARCH and IDLE is announced by the server right after "+ idling",
+        often in the same packet: imaplib then buffers the EXISTS line while reading the continuation, and
+        idle_check(), which polls the socket, would never see it (until the next renewal). Read such lines
+        from the buffer first. imaplib's file and imapclient's response parser are private API (imapclient 3).
+        """
+        responses = []
+        while b"\n" in self._peek(client):
+            responses.append(_parse_untagged_response(client._imap._get_line()))
+        return responses
+
+    def _peek(self, client: IMAPClient) -> bytes:
+        """What imaplib has buffered (plus what the socket has ready), without blocking or consuming it."""
+        sock = client.socket()
+        sock.setblocking(False)
+        try:
+            return bytes(client._imap.file.peek(1))
+        except (BlockingIOError, ssl.SSLWantReadError, InterruptedError):
+            return b""
+        finally:
+            sock.settimeout(self.account.timeout)
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -391,6 +419,9 @@ class ImapFetcher:
         for window in _chunks(new_uids, SIZE_WINDOW):
             sizes = self._fetch_sizes(client, window)
             for batch in self._batches(window, sizes):
+                if self._stopping.is_set():
+                    # The cursor is consistent after every batch: the rest waits for the next start.
+                    return spooled
                 spooled += self._process_batch(client, batch, sizes, position)
         if position.rescan:
             self._finish_rescan(position, max(new_uids, default=0))

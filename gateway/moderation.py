@@ -57,8 +57,10 @@ def notice_message_id(settings: Settings, token: str) -> str:
     return f"mod-{token}@{settings.lists.domain}"
 
 
-def moderation_url(settings: Settings) -> str:
-    return f"{settings.site.base_url.rstrip('/')}/moderation"
+def moderation_url(settings: Settings, held: HeldMessage | None = None) -> str:
+    """The web moderation queue, or one held message's page (archive_web.moderation)."""
+    base = f"{settings.site.base_url.rstrip('/')}/moderation"
+    return f"{base}/held/{held.id}" if held is not None else f"{base}/"
 
 
 def moderators(session: Session, mailing_list: MailingList) -> list[Member]:
@@ -153,7 +155,7 @@ def hold_message(ctx: MailContext, reason: str) -> HeldMessage:
         "attachments": len(parsed.attachments),
         "expires": _date(held.expires_at),
         "reply_address": decision_address(settings, ml, held.token),
-        "moderation_url": moderation_url(settings),
+        "moderation_url": moderation_url(settings, held),
         "held_id": held.id,
         "token": held.token,
     }

@@ -7,10 +7,11 @@ of a post (one query, whatever the number of subscribers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from passerelle.models import CategoryFollow, MailingList, Member, Subscription, TopicFollow
@@ -84,16 +85,16 @@ def list_names(session: Session) -> list[str]:
     return list(session.scalars(select(MailingList.name).order_by(MailingList.name)))
 
 
-def post_recipients(
-    session: Session,
+def recipients_query(
     mailing_list_id: int,
     *,
     topic_id: int,
     category_id: int | None,
-    author_email: str | None,
-    send_copy_to_author: bool,
-) -> list[str]:
-    """Addresses that get an instant copy of a post in ``topic_id``, sorted, without duplicates.
+    exclude_email: str | None = None,
+    columns: Sequence[Any] = (),
+) -> Select[Any]:
+    """SELECT of the members who get an instant copy of a post in ``topic_id`` (Member.email first, then
+    ``columns``): one row per member (a member has one subscription per list).
 
     Active subscriptions in instant mode, minus members who muted the topic, minus those who muted the
     topic's category (unless they follow the topic itself); plus digest-mode members who explicitly follow
@@ -101,7 +102,7 @@ def post_recipients(
     """
     topic_mode = func.coalesce(TopicFollow.mode, "")
     query = (
-        select(Member.email)
+        select(Member.email, *columns)
         .select_from(Subscription)
         .join(Member, Member.id == Subscription.member_id)
         .outerjoin(
@@ -126,10 +127,29 @@ def post_recipients(
             and_(Subscription.delivery_mode.in_(("daily", "weekly")), followed),
         )
     )
-    emails = {e.lower() for e in session.scalars(query)}
-    if author_email and not send_copy_to_author:
-        emails.discard(author_email.lower())
-    return sorted(emails)
+    if exclude_email:
+        # Member.email is stored lower-cased.
+        query = query.where(Member.email != exclude_email.lower())
+    return query
 
 
-__all__ = ["ROLES", "ListAddress", "classify_local", "list_names", "post_recipients", "split_address"]
+def post_recipients(
+    session: Session,
+    mailing_list_id: int,
+    *,
+    topic_id: int,
+    category_id: int | None,
+    author_email: str | None,
+    send_copy_to_author: bool,
+) -> list[str]:
+    """Addresses that get an instant copy of a post in ``topic_id``, sorted (see :func:`recipients_query`)."""
+    query = recipients_query(
+        mailing_list_id, topic_id=topic_id, category_id=category_id,
+        exclude_email=None if send_copy_to_author else author_email,
+    )
+    return sorted({e.lower() for e in session.scalars(query)})
+
+
+__all__ = [
+    "ROLES", "ListAddress", "classify_local", "list_names", "post_recipients", "recipients_query", "split_address",
+]

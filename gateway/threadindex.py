@@ -7,6 +7,7 @@ among topics of the same list active within lists.subject_thread_window_days.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,11 +15,21 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from passerelle.mail.subject import subject_key
+from passerelle.mail.subject import FORWARD_PREFIXES, subject_key
 from passerelle.mail.threading import Threader
 from passerelle.models import Message, ThreadRef, Topic
 
 from .context import MailContext
+
+# A forward prefix at the start, after any list tags ("TR: ", "[forum] Fwd: ", "WG: "). The issue asks that
+# forwards join the thread of their subject like replies do: on a forum, "TR: <topic>" is someone bringing
+# the discussion back, not a new question.
+_FORWARD_START = re.compile(
+    r"\s*(?:\[[^\]]*\]\s*)*(?:"
+    + "|".join(re.escape(p) for p in sorted(FORWARD_PREFIXES, key=len, reverse=True))
+    + r")\s*(?:\[[^\]]*\]|\(\d+\))?\s*\.?\s*[:：]",
+    re.IGNORECASE,
+)
 
 # A chain of merged topics longer than this is a data error: stop following it.
 MAX_MERGE_HOPS = 10
@@ -80,7 +91,15 @@ def place_message(ctx: MailContext) -> Placement:
         DbThreadIndex(session, ctx.mailing_list.id),
         subject_window=timedelta(days=int(ctx.settings.lists.subject_thread_window_days)),
     )
-    placed = threader.place_message(ctx.parsed, fallback_date=ctx.now)
+    parsed = ctx.parsed
+    placed = threader.place(
+        parsed.message_id,
+        parsed.in_reply_to,
+        parsed.references,
+        parsed.normalized_subject,
+        parsed.date or ctx.now,
+        subject_is_reply=parsed.subject_is_reply or bool(_FORWARD_START.match(parsed.subject)),
+    )
     topic = session.get(Topic, placed.topic_key) if placed.topic_key is not None else None
     if topic is not None:
         topic = _follow_merges(session, topic)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,24 +54,32 @@ def _recipient_local(inbound: InboundMessage, mailing_list: MailingList) -> str:
     return mailing_list.name
 
 
-def _intercept(ctx: MailContext, topic: Topic | None) -> tuple[bool, str | None, str]:
-    """(post it?, cleaned text or None, what was done) from gateway.commands.intercept_post, if installed."""
+@dataclass(frozen=True)
+class _Intercepted:
+    post: bool = True
+    text: str | None = None
+    subject: str | None = None
+    summary: str = ""
+
+
+def _intercept(ctx: MailContext, topic: Topic | None) -> _Intercepted:
+    """What gateway.commands.intercept_post (moderators' #commands in posts) says, when it is installed."""
     try:
         commands = importlib.import_module("gateway.commands")
     except ModuleNotFoundError as exc:
         if exc.name != "gateway.commands":
             raise
-        return True, None, ""
+        return _Intercepted()
     intercept = getattr(commands, "intercept_post", None)
-    if intercept is None:
-        return True, None, ""
-    result = intercept(ctx, topic)
+    result = intercept(ctx, topic) if intercept is not None else None
     if result is None:
-        return True, None, ""
-    post = bool(getattr(result, "post", True))
-    text = getattr(result, "text", None)
-    summary = str(getattr(result, "summary", "") or "")
-    return post, text, summary
+        return _Intercepted()
+    return _Intercepted(
+        post=bool(getattr(result, "post", True)),
+        text=getattr(result, "text", None),
+        subject=getattr(result, "subject", None),
+        summary=str(getattr(result, "summary", "") or ""),
+    )
 
 
 def process_message(
@@ -88,13 +97,16 @@ def process_message(
     sender: Member | None = None
     subscription: Subscription | None = None
     if parsed.from_addr:
-        sender = session.scalar(select(Member).where(Member.email == parsed.from_addr.lower()))
-        if sender is not None:
-            subscription = session.scalar(
-                select(Subscription).where(
-                    Subscription.member_id == sender.id, Subscription.list_id == mailing_list.id
-                )
+        found = session.execute(
+            select(Member, Subscription)
+            .outerjoin(
+                Subscription,
+                and_(Subscription.member_id == Member.id, Subscription.list_id == mailing_list.id),
             )
+            .where(Member.email == parsed.from_addr.lower())
+        ).first()
+        if found is not None:
+            sender, subscription = found
     ctx = MailContext(
         session=session,
         settings=settings,
@@ -130,16 +142,16 @@ def process_message(
             message_pk=duplicate,
         )
     placement = place_message(ctx)
-    post, cleaned_text, summary = _intercept(ctx, placement.topic)
-    if not post:
-        return Outcome("command", summary or "moderator commands handled; nothing to post",
+    intercepted = _intercept(ctx, placement.topic)
+    if not intercepted.post:
+        return Outcome("command", intercepted.summary or "moderator commands handled; nothing to post",
                        topic_id=placement.topic.id if placement.topic else None)
     topic = placement.topic
     if topic is not None and topic.status == "closed" and not ctx.is_moderator:
         return closed_topic(ctx, topic)
-    outcome = post_message(ctx, placement, cleaned_text=cleaned_text)
-    if summary:
-        outcome = Outcome(outcome.status, f"{outcome.reason}; {summary}"[:2000], outcome.message_pk,
+    outcome = post_message(ctx, placement, cleaned_text=intercepted.text, cleaned_subject=intercepted.subject)
+    if intercepted.summary:
+        outcome = Outcome(outcome.status, f"{outcome.reason}; {intercepted.summary}"[:2000], outcome.message_pk,
                           outcome.topic_id, outcome.recipients)
     return outcome
 

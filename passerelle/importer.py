@@ -324,7 +324,8 @@ def repair_headers(raw: bytes, *, envelope_date: datetime | None) -> bytes:
     text = re.sub(r"(?im)^((?:from|reply-to|cc|sender):)(.*(?:\r?\n[ \t].*)*)", fix, text)
     names = {m.group(1).lower() for m in re.finditer(r"(?m)^([!-9;-~]+):", text)}
     additions: list[str] = []
-    if "date" not in names and envelope_date is not None:
+    # A header block with no header at all is not mail: adding a Date would make it look like one.
+    if names and "date" not in names and envelope_date is not None:
         additions.append("Date: " + format_datetime(envelope_date))
     if not changed and not additions:
         return raw
@@ -375,7 +376,8 @@ class ProgressBar:
         self.stream.flush()
 
     def finish(self, messages: int) -> None:
-        self.update(self.total, messages, force=True)
+        if self.tty or self._last_decile < 10:
+            self.update(self.total, messages, force=True)
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
@@ -461,7 +463,6 @@ def import_archive(
         if ml is None:
             raise ArchiveError(f"no list named {list_name!r} (create it first: passerelle create-list {list_name})")
         list_id = ml.id
-    total = total_bytes(source)
     report = ImportReport()
     started = time.monotonic()
     read = 0
@@ -494,8 +495,8 @@ def _import_entry(
         with session.begin_nested():
             status, reason, message_id = _archive_one(session, settings, ml, entry, now=now)
     except Exception as exc:  # anything the archiving code did not foresee: keep the message, say why
-        log.exception("import %s: archiving failed", entry.where)
-        status, reason, message_id = "shunted", f"archiving failed: {type(exc).__name__}: {exc}"[:1500], ""
+        log.warning("import %s: archiving failed: %s", entry.where, _short_error(exc), exc_info=True)
+        status, reason, message_id = "shunted", f"archiving failed: {_short_error(exc)}", ""
         message_id = sniff_message_id(entry.raw)
     if status == "done":
         report.imported += 1
@@ -511,6 +512,14 @@ def _import_entry(
             session.add(_spool_row(ml, entry, message_id, status="shunted", reason=f"{entry.where}: {reason}",
                                    date=now, now=now))
         report.shunted.append((entry.where, message_id, reason))
+
+
+def _short_error(exc: BaseException) -> str:
+    """"OperationalError: no such column ..." — the first line only (database errors carry the whole SQL
+    statement and its parameters, which would make every shunted message's reason unique)."""
+    inner = getattr(exc, "orig", None) or exc
+    first = (str(inner).strip().splitlines() or [""])[0]
+    return f"{type(inner).__name__}: {first}"[:300]
 
 
 def _already_shunted(session: Session, list_name: str, message_id: str, raw: bytes) -> bool:
@@ -559,7 +568,10 @@ def _archive_one(
     inbound = _spool_row(ml, entry, parsed.message_id, status="processing", reason="", date=date, now=now)
     session.add(inbound)
     session.flush()
-    sender = session.scalar(select(Member).where(Member.email == parsed.from_addr.lower())) if parsed.from_addr else None
+    # Authors who are members today are linked to their messages; nobody is created or subscribed.
+    sender = None
+    if parsed.from_addr:
+        sender = session.scalar(select(Member).where(Member.email == parsed.from_addr.lower()))
     ctx = MailContext(
         session=session, settings=settings, now=date, inbound=inbound, parsed=parsed, mailing_list=ml,
         sender=sender, subscription=None, recipient_local=ml.name,

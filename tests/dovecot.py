@@ -190,6 +190,8 @@ service imap-login {{
         self.conf.write_text(conf)
 
     def _make_certificate(self) -> None:
+        if shutil.which("openssl") is None:
+            raise DovecotError("openssl is needed for a test certificate: apt-get install openssl")
         subprocess.run(
             [
                 "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",

@@ -59,7 +59,8 @@ HEADER_BLOCK_RE = re.compile(
 # Tier 1: the failed address alone at the start of a line, optionally quoted, bracketed, followed by a
 # colon, "on <date>", "(expanded from ...)", "...", or nothing.
 ADDRESS_LINE_RE = re.compile(
-    r"^[ \t]*(?:>(?!>)[ \t]*)?(?:[*\u2022\u00b7o-][ \t]+)?(?:RCPT To:|Recipient:|Original-Recipient:|Intended recipient:|Destinataire\u00a0?:|Empf\u00e4nger:|"
+    r"^[ \t]*(?:>(?!>)[ \t]*)?(?:[*\u2022\u00b7o-][ \t]+)?"
+    r"(?:RCPT To:|Recipient:|Original-Recipient:|Intended recipient:|Destinataire\u00a0?:|Empf\u00e4nger:|"
     r"c=[^\n]{0,80}?dda:SMTP=|"  # Exchange 5.5 X.400 form: c=US;a= ;p=ORG;o=SITE;dda:SMTP=user@host;
     r"Failed recipient:|Unknown user:|User unknown:|User mailbox exceeds allowed size:|Bad address:|Invalid recipient:|"
     r"Recipient address:|Address:|Adresse\u00a0?:|\d+\.)?[ \t]*"
@@ -128,7 +129,8 @@ FAILURE_BODY_RE = re.compile(
     r"could not reach|not reachable|delivery to .{1,100} failed|rejected by|message (?:was )?refused|"
     r"not accepted|failed to deliver|incorrectly constructed|malformed (?:recipient )?address|"
     r"account (?:is|has been) (?:disabled|suspended)|failed addresses follow|no valid recipients?|"
-    r"\u65e0\u6cd5\u53d1\u9001|\u65e0\u6cd5\u9001\u8fbe|\u9000\u4fe1|\u6295\u9012\u5931\u8d25|"  # zh: cannot send/deliver
+    # zh: cannot send / cannot deliver / returned mail / delivery failed
+    r"\u65e0\u6cd5\u53d1\u9001|\u65e0\u6cd5\u9001\u8fbe|\u9000\u4fe1|\u6295\u9012\u5931\u8d25|"
     r"not a member of this (?:mailing )?list|you are not (?:allowed|authori[sz]ed) to post",
     re.IGNORECASE,
 )
@@ -136,7 +138,8 @@ FAILURE_BODY_RE = re.compile(
 # A warning that the MTA keeps trying: delayed, soft, transient (RFC 3464 "Action: delayed").
 DELAY_RE = re.compile(
     r"this is (?:a|just a) warning(?: message)?(?: only)?|will (?:keep|continue)(?: on)? trying|i'?ll keep trying|"
-    r"(?:still|being) (?:being )?retried|not yet been delivered|has been delayed|(?:delivery|message) (?:is |has been )?delayed|"
+    r"(?:still|being) (?:being )?retried|not yet been delivered|has been delayed|"
+    r"(?:delivery|message) (?:is |has been )?delayed|"
     r"delayed mail|temporarily (?:deferred|delayed)|still undelivered|\bwill be retried|will retry|"
     r"no action is required on your part|warning: could not send|delivery status notification \(delay\)|"
     r"retry (?:again )?(?:later|for)|will try (?:again|to deliver)|continue(?:s)? to attempt|"
@@ -160,7 +163,8 @@ EXPANDED_FROM_RE = re.compile(r"expanded from:?\s*<?(?P<addr>" + ADDRESS + r")",
 
 # AOL (2000s): "Your mail to the following recipients could not be delivered ...:" then bare screen names.
 AOL_SCREEN_NAMES_RE = re.compile(
-    r"following recipients could not be delivered[^\n]*(?:\n[^\n]*){0,2}?:[ \t]*\n((?:[ \t]+[A-Za-z0-9._-]+[ \t]*\n?)+)",
+    r"following recipients could not be delivered[^\n]*(?:\n[^\n]*){0,2}?:[ \t]*\n"
+    r"((?:[ \t]+[A-Za-z0-9._-]+[ \t]*\n?)+)",
     re.IGNORECASE,
 )
 

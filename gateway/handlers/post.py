@@ -11,14 +11,14 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select
+from sqlalchemy import Integer, String, literal, select
 from sqlalchemy.orm import Session
 
 from gateway.context import MailContext
-from gateway.recipients import post_recipients
+from gateway.recipients import recipients_query
 from passerelle.mail.quotes import split_reply
 from passerelle.mail.subject import subject_key
-from passerelle.models import Attachment, Message, OutboxMessage, ThreadRef, Topic
+from passerelle.models import Attachment, Message, OutboxMessage, ThreadRef, Topic, UTCDateTime
 from passerelle.search import index_message
 
 from . import Outcome
@@ -61,13 +61,19 @@ def _record_thread_refs(session: Session, ids: list[str], *, own_id: str, topic_
 
 
 def post_message(
-    ctx: MailContext, placement: Placement, *, cleaned_text: str | None = None, fan_out: bool = True
+    ctx: MailContext,
+    placement: Placement,
+    *,
+    cleaned_text: str | None = None,
+    cleaned_subject: str | None = None,
+    fan_out: bool = True,
 ) -> Outcome:
-    """Archive the post; ``fan_out=False`` (archive import) queues no copy."""
+    """Archive the post and queue its copies; ``fan_out=False`` (archive import) queues no copy.
+    ``cleaned_text``/``cleaned_subject``: without a moderator's #command lines (None: as received)."""
     session, settings, parsed, ml = ctx.session, ctx.settings, ctx.parsed, ctx.mailing_list
     now = ctx.now
     from_addr = (parsed.from_addr or ctx.inbound.envelope_from or "").lower()
-    subject = parsed.subject.strip() or NO_SUBJECT
+    subject = (parsed.subject if cleaned_subject is None else cleaned_subject).strip() or NO_SUBJECT
     topic = placement.topic
     created = topic is None
     if topic is None:
@@ -85,7 +91,9 @@ def post_message(
         session.flush()
 
     body_text = parsed.text if cleaned_text is None else cleaned_text
-    edited = cleaned_text is not None and cleaned_text != parsed.text
+    edited = (cleaned_text is not None and cleaned_text != parsed.text) or (
+        cleaned_subject is not None and cleaned_subject.strip() != parsed.subject.strip()
+    )
     reply = split_reply(body_text)
     message = Message(
         topic_id=topic.id,
@@ -142,32 +150,41 @@ def post_message(
     if ctx.subscription is not None:
         ctx.subscription.accepted_posts = (ctx.subscription.accepted_posts or 0) + 1
 
-    recipients = post_recipients(
-        session,
-        ml.id,
-        topic_id=topic.id,
-        category_id=topic.category_id,
-        author_email=from_addr,
-        send_copy_to_author=bool(settings.lists.send_copy_to_author),
-    ) if fan_out else []
-    if recipients:
-        dedupe_key = f"post:{message.id}"
-        session.execute(
-            insert(OutboxMessage),
-            [
-                {
-                    "kind": "post", "dedupe_key": dedupe_key, "message_pk": message.id, "list_id": ml.id,
-                    "recipient": rcpt, "payload": None, "status": "pending", "attempts": 0,
-                    "next_attempt_at": now, "last_error": "", "claimed_by": "", "created_at": now,
-                }
-                for rcpt in recipients
-            ],
-        )
+    queued = _queue_copies(ctx, message, topic, from_addr) if fan_out else 0
     reason = (
         f"posted as message #{message.id} in {'new ' if created else ''}topic #{topic.id};"
-        f" {len(recipients)} cop{'y' if len(recipients) == 1 else 'ies'} queued"
+        f" {queued} cop{'y' if queued == 1 else 'ies'} queued"
     )
-    return Outcome("done", reason, message_pk=message.id, topic_id=topic.id, recipients=len(recipients))
+    return Outcome("done", reason, message_pk=message.id, topic_id=topic.id, recipients=queued)
+
+
+def _queue_copies(ctx: MailContext, message: Message, topic: Topic, author_email: str) -> int:
+    """One outbox row per recipient, written by a single INSERT ... SELECT: the recipients never travel
+    through Python, whatever their number. Returns how many rows were queued."""
+    now = ctx.now
+    columns = [
+        literal("post", String()).label("kind"),
+        literal(f"post:{message.id}", String()).label("dedupe_key"),
+        literal(message.id, Integer()).label("message_pk"),
+        literal(ctx.mailing_list.id, Integer()).label("list_id"),
+        literal("pending", String()).label("status"),
+        literal(0, Integer()).label("attempts"),
+        literal(now, UTCDateTime()).label("next_attempt_at"),
+        literal("", String()).label("last_error"),
+        literal("", String()).label("claimed_by"),
+        literal(now, UTCDateTime()).label("created_at"),
+    ]
+    query = recipients_query(
+        ctx.mailing_list.id,
+        topic_id=topic.id,
+        category_id=topic.category_id,
+        exclude_email=None if ctx.settings.lists.send_copy_to_author else author_email,
+        columns=columns,
+    )
+    table = OutboxMessage.__table__
+    target = [table.c.recipient, *(table.c[c.name] for c in columns)]
+    result = ctx.session.execute(table.insert().from_select(target, query))
+    return int(result.rowcount or 0)
 
 
 def _is_answer(session: Session, topic: Topic, message: Message) -> bool:

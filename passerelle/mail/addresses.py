@@ -111,6 +111,7 @@ def _unquote(text: str) -> str:
     return "".join(out)
 
 
+_ARCHIVE_AT_RE = re.compile(r"([^\s@<>()\"]+)\s+at\s+([^\s@<>()\"]+\.[^\s@<>()\"]+)")
 _COMMENT_RE = re.compile(r"\((?:[^()\\]|\\.)*\)")
 _WS_RE = re.compile(r"\s+")
 
@@ -153,11 +154,32 @@ def _parse_mailbox(text: str) -> Address | None:
             return None
         return Address(name, normalize_addr(raw_to_str(inside)))
     rest, comments = _comments(text)
-    addr = _WS_RE.sub("", rest)
+    obfuscated = _ARCHIVE_AT_RE.fullmatch(rest.strip())
+    # Pipermail archives print "user at example.org (Name)"; the importer reads them back.
+    addr = f"{obfuscated.group(1)}@{obfuscated.group(2)}" if obfuscated else _WS_RE.sub("", rest)
     if not addr or "@" not in addr:
         return None
     name = _decode_name(" ".join(comments)) if comments else ""
     return Address(name, normalize_addr(raw_to_str(addr)))
+
+
+# The everyday forms, "Name <addr>" and "addr", separated by commas: no quotes, comments, groups or
+# encoded words, so no need for the full tokenizer.
+_ATOM_ADDR = r"[^<>\s\"(),;:\\]+@[^<>\s\"(),;:\\]+"
+_SIMPLE_MAILBOX_RE = re.compile(r"\s*(?:([^\"()<>,;:\\=@]*?)\s*<(" + _ATOM_ADDR + r")>|(" + _ATOM_ADDR + r"))\s*")
+
+
+def _parse_simple(text: str) -> list[Address] | None:
+    out: list[Address] = []
+    for item in text.split(","):
+        match = _SIMPLE_MAILBOX_RE.fullmatch(item)
+        if match is None:
+            return None
+        if match.group(3):
+            out.append(Address("", normalize_addr(match.group(3))))
+        else:
+            out.append(Address(match.group(1).strip(), normalize_addr(match.group(2))))
+    return out
 
 
 def parse_address_list(value: str | None) -> list[Address]:
@@ -169,6 +191,11 @@ def parse_address_list(value: str | None) -> list[Address]:
     if not value:
         return []
     text = unfold(value.replace("\x00", ""))
+    if text.isascii():
+        simple = _parse_simple(text)
+        if simple is not None:
+            return simple
+    text = raw_to_str(text) if not text.isascii() else text
     out: list[Address] = []
     for _, item in _split_top_level(text):
         try:

@@ -60,7 +60,8 @@ _OOO_SUBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"de f[ée]rias at[ée]",
         re.IGNORECASE)),
     ("en", re.compile(
-        r"out of (?:the )?office|\bo\.?o\.?o\b[:\]]|automatic reply|auto(?:mated)?[- ]?(?:reply|response|respond|answer)\b|"
+        r"out of (?:the )?office|\bo\.?o\.?o\b[:\]]|automatic reply|"
+        r"auto(?:mated)?[- ]?(?:reply|response|respond|answer)\b|"
         r"autoreply|autoresponse|autorespond|\bon vacation\b|vacation (?:reply|message|notice|autoreply|response)|"
         r"away from (?:the|my) (?:office|desk)|\baway until\b|i am (?:currently )?away|i'?m (?:currently )?away|"
         r"currently out of|on (?:annual |parental |maternity |sick )?leave until|\babsent until\b|"
@@ -109,9 +110,9 @@ def autoreply_reason(msg_headers: HeaderSource, subject: str | None) -> str | No
         raise TypeError(f"subject must be a str or None, not {type(subject).__name__}")
 
     for value in _values(msg_headers, "Auto-Submitted"):
-        token = value.split(";", 1)[0].strip().lower()
-        if token and token != "no":
-            return f"Auto-Submitted: {token} (RFC 3834)"
+        keyword = value.split(";", 1)[0].split("(", 1)[0].strip().lower()
+        if keyword and keyword != "no":
+            return f"Auto-Submitted: {keyword} (RFC 3834)"
     for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply", "X-AutoReply-From",
                  "X-Autoresponse"):
         values = _values(msg_headers, name)

@@ -424,6 +424,18 @@ _LOOSE_DATE_RE = re.compile(
     re.IGNORECASE,
 )
 
+# "27 6 2001 15:23:36" (a numeric month, seen from Korean and Japanese clients and in old RFC 822 tests).
+_NUMERIC_DATE_RE = re.compile(
+    r"(?<!\d)(?P<a>\d{1,2})[\s./-]+(?P<b>\d{1,2})[\s./-]+(?P<year>\d{2}|\d{4})\s+"
+    r"(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?\s*(?P<tz>[+-]\d{4})?(?!\d)"
+)
+
+
+def _offset_seconds(tz: str) -> int:
+    digits = tz[1:].replace(":", "")
+    return (int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60) * (-1 if tz[0] == "-" else 1)
+
+
 # A zone more than 14 hours from UTC does not exist (the extreme is +14:00, Kiribati).
 _MAX_OFFSET_SECONDS = 14 * 3600 + 45 * 60
 
@@ -482,16 +494,31 @@ def parse_date(value: str | None) -> tuple[datetime, int] | None:
             return iso.replace(tzinfo=UTC), 0
         utcoffset = iso.utcoffset() or timedelta(0)
         return iso.astimezone(UTC), int(utcoffset.total_seconds()) // 60
+    numeric = _NUMERIC_DATE_RE.search(text)
+    if numeric:
+        first, second = int(numeric.group("a")), int(numeric.group("b"))
+        # Day first (European and RFC order) unless that cannot be a month.
+        day, month = (second, first) if second > 12 >= first else (first, second)
+        tz = numeric.group("tz")
+        offset = _offset_seconds(tz) if tz else 0
+        result = _build(
+            int(numeric.group("year")),
+            month,
+            day,
+            int(numeric.group("hour")),
+            int(numeric.group("minute")),
+            int(numeric.group("second") or 0),
+            offset,
+        )
+        if result is not None:
+            return result
     match = _LOOSE_DATE_RE.search(text)
     if match:
         month = _MONTHS.get(match.group("month").lower().rstrip("."))
         if month is None:
             return None
         tz = match.group("tz")
-        offset: int | None = 0
-        if tz and tz[0] in "+-":
-            digits = tz[1:].replace(":", "")
-            offset = (int(digits[:2]) * 3600 + int(digits[2:]) * 60) * (-1 if tz[0] == "-" else 1)
+        offset = _offset_seconds(tz) if tz and tz[0] in "+-" else 0
         return _build(
             int(match.group("year")),
             month,

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
 from email.policy import compat32
+from email.utils import collapse_rfc2231_value
 
-from .addresses import Address, is_valid_address, parse_address, parse_address_list
+from .addresses import Address, parse_address, parse_address_list
 from .headers import (
     decode_bytes,
     decode_header_value,
@@ -80,6 +81,10 @@ _EXTENSIONS = {
     "message/delivery-status": ".txt", "text/rfc822-headers": ".txt",
 }  # fmt: skip
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.I)
+_CTYPE_INSIDE_RE = re.compile(
+    r"\b(text|image|audio|video|application|message|multipart|model|font)/([a-z0-9!#$&^_.+-]+)"
+)
+_PLAUSIBLE_ADDR_RE = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\".]+")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _FILENAME_BAD_RE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]+')
 
@@ -213,7 +218,7 @@ def _safe_filename(name: str) -> str:
     name = _FILENAME_BAD_RE.sub("_", name).strip(" ._")
     if len(name) > 200:
         stem, dot, ext = name.rpartition(".")
-        name = (stem[: 190] + dot + ext[:9]) if dot and len(ext) < 10 else name[:200]
+        name = (stem[:190] + dot + ext[:9]) if dot and len(ext) < 10 else name[:200]
     return name
 
 
@@ -247,32 +252,29 @@ def _unflow(text: str, delsp: bool) -> str:
 
 @dataclass
 class _Slot:
-    texts: list[str] = field(default_factory=list)
+    """What a part contributes to the body, in reading order: ("text", str) or ("html", str) pieces
+    (HTML is converted only when the text is asked for), and the original HTML parts."""
+
+    pieces: list[tuple[str, str]] = field(default_factory=list)
     htmls: list[str] = field(default_factory=list)
 
+    def add_text(self, text: str) -> None:
+        self.pieces.append(("text", text))
+
+    def add_html(self, html: str) -> None:
+        self.pieces.append(("html", html))
+        self.htmls.append(html)
+
     def extend(self, other: _Slot) -> None:
-        self.texts.extend(other.texts)
+        self.pieces.extend(other.pieces)
         self.htmls.extend(other.htmls)
 
+    def has_content(self) -> bool:
+        return any(value.strip() for _, value in self.pieces)
+
     def text(self) -> str:
-        joined = "\n\n".join(t.strip("\n") for t in self.texts if t.strip())
-        if joined:
-            return joined
-        return "\n\n".join(html_to_text(h) for h in self.htmls if h.strip())
-
-
-def _content_type(part: Message) -> str:
-    """The part's type/subtype, lowercased; garbage (``multipart/mixed\\tboundary=...`` without its
-    semicolon, quoted junk) is reduced to its leading ``type/subtype`` or, failing that, text/plain
-    (RFC 2045 5.2's default)."""
-    try:
-        raw = part.get_content_type()
-    except Exception:  # a header the stdlib cannot read
-        return "text/plain"
-    match = _CTYPE_RE.match(raw)
-    if match is None:
-        return "application/octet-stream" if part.get_filename() else "text/plain"
-    return f"{match.group(1)}/{match.group(2)}"
+        texts = (html_to_text(value) if kind == "html" else value for kind, value in self.pieces)
+        return "\n\n".join(t.strip("\n") for t in texts if t.strip())
 
 
 def _is_prose(ctype: str) -> bool:
@@ -287,6 +289,49 @@ class _Walker:
         self.attachments: list[Attachment] = []
         self.defects: list[str] = []
         self._defect_set: set[str] = set()
+        self._params_cache: dict[int, tuple[str, dict[str, str]]] = {}
+
+    def _type_and_params(self, part: Message) -> tuple[str, dict[str, str]]:
+        """Content type and lowercased parameters, parsed once per part (the stdlib re-parses the
+        whole header for every get_param call)."""
+        key = id(part)
+        cached = self._params_cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            params = part.get_params(failobj=None)
+        except Exception:  # a header the stdlib cannot read
+            params = None
+            self.defect("bad-content-type")
+        values: dict[str, str] = {}
+        if not params:
+            ctype = part.get_default_type()
+        else:
+            ctype = str(params[0][0]).strip().lower()
+            for name, value in params[1:]:
+                if isinstance(value, tuple):
+                    value = collapse_rfc2231_value(value)
+                values.setdefault(str(name).strip().lower(), str(value))
+        # Garbage ("multipart/mixed\tboundary=..." without its semicolon, quoted junk) is reduced to its
+        # leading type/subtype or, failing that, text/plain (RFC 2045 5.2's default).
+        match = _CTYPE_RE.match(ctype)
+        if match is None and params:
+            # Mangled by some gateway ('%22%22"application%22%22/pdf'): look for a known type inside.
+            match = _CTYPE_INSIDE_RE.search(ctype.replace("%22", "").replace('"', "").replace("\\", ""))
+        if match is not None:
+            ctype = f"{match.group(1)}/{match.group(2)}"
+        elif params:
+            try:
+                named = bool(part.get_filename())
+            except Exception:  # the filename is as broken as the type
+                named = False
+            ctype = "application/octet-stream" if named else "text/plain"
+        result = (ctype, values)
+        self._params_cache[key] = result
+        return result
+
+    def _ctype(self, part: Message) -> str:
+        return self._type_and_params(part)[0]
 
     def defect(self, name: str) -> None:
         if name not in self._defect_set:
@@ -311,9 +356,26 @@ class _Walker:
             return ""
         if not isinstance(name, str):
             name = str(name)
+        if "\ufffd" in name:
+            # compat32 decodes 8-bit parameters as "unknown-8bit" with replacement characters; read
+            # the raw header ourselves (raw UTF-8 filenames are what Apple Mail and Outlook send).
+            name = self._raw_filename(part) or name
         # Non-standard but everywhere: RFC 2047 words inside the quoted filename (Outlook, Gmail);
         # raw 8-bit filenames arrive as surrogate escapes.
         return _safe_filename(decode_header_value(raw_to_str(name)))
+
+    @staticmethod
+    def _raw_filename(part: Message) -> str | None:
+        for header, param in (("content-disposition", "filename"), ("content-type", "name")):
+            for key, value in part.raw_items():
+                if key.lower() != header:
+                    continue
+                match = re.search(
+                    param + r'\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', raw_to_str(str(value)), re.IGNORECASE
+                )
+                if match:
+                    return match.group(1) if match.group(1) is not None else match.group(2)
+        return None
 
     def _payload(self, part: Message) -> bytes:
         """The part's content bytes with its transfer encoding undone, leniently."""
@@ -354,10 +416,7 @@ class _Walker:
         return raw
 
     def _decode_text(self, part: Message, data: bytes, *, html: bool) -> str:
-        try:
-            charset = part.get_content_charset()
-        except Exception:
-            charset = None
+        charset = self._type_and_params(part)[1].get("charset") or None
         if charset is None and html:
             meta = _META_CHARSET_RE.search(data[:4096])
             if meta:
@@ -377,18 +436,11 @@ class _Walker:
             text = _unflow(text, self._param(part, "delsp") == "yes")
         return text
 
-    @staticmethod
-    def _param(part: Message, name: str) -> str:
-        try:
-            value = part.get_param(name)
-        except Exception:
-            return ""
-        return value.strip().lower() if isinstance(value, str) else ""
+    def _param(self, part: Message, name: str) -> str:
+        return self._type_and_params(part)[1].get(name, "").strip().lower()
 
-    def _attach(
-        self, part: Message, *, inline: bool, data: bytes | None = None, default_name: str = ""
-    ) -> None:
-        ctype = _content_type(part)
+    def _attach(self, part: Message, *, inline: bool, data: bytes | None = None, default_name: str = "") -> None:
+        ctype = self._ctype(part)
         if ctype in _SIGNATURE_TYPES:
             return
         if data is None:
@@ -426,14 +478,14 @@ class _Walker:
             return slot
         for d in getattr(part, "defects", ()):
             self.defect(f"mime:{type(d).__name__}")
-        ctype = _content_type(part)
+        ctype = self._ctype(part)
         disposition = self._disposition(part)
         if ctype.startswith("multipart/") and not part.is_multipart():
             # The boundary was never found: the stdlib leaves the whole body as one string. Show it
             # as text rather than lose it.
             self.defect("multipart-without-parts")
             if disposition != "attachment":
-                slot.texts.append(self._decode_text(part, self._payload(part), html=False))
+                slot.add_text(self._decode_text(part, self._payload(part), html=False))
             return slot
         if part.is_multipart():
             payload = part.get_payload()
@@ -457,21 +509,21 @@ class _Walker:
                 self._attach(part, inline=False, data=data)
                 return slot
             if ctype == "text/html":
-                slot.htmls.append(self._decode_text(part, data, html=True))
+                slot.add_html(self._decode_text(part, data, html=True))
             else:
-                slot.texts.append(self._decode_text(part, data, html=False))
+                slot.add_text(self._decode_text(part, data, html=False))
             return slot
         if _is_prose(ctype) and disposition != "attachment" and (first or not self._filename(part)):
             # Other prose types (text/enriched, text/x-diff pasted inline, text/x-unknown): show them.
             data = self._payload(part)
             if len(data) <= MAX_TEXT_PART_BYTES:
-                slot.texts.append(self._decode_text(part, data, html=False))
+                slot.add_text(self._decode_text(part, data, html=False))
                 return slot
         self._attach(part, inline=disposition == "inline")
         return slot
 
     def _is_body_candidate(self, part: Message, *, first: bool) -> bool:
-        ctype = _content_type(part)
+        ctype = self._ctype(part)
         disposition = self._disposition(part)
         if disposition == "attachment":
             return False
@@ -488,7 +540,7 @@ class _Walker:
         if self.parts_seen > self.max_parts:
             self.defect(f"too-many-parts:over-{self.max_parts}")
             return
-        ctype = _content_type(part)
+        ctype = self._ctype(part)
         disposition = self._disposition(part)
         if ctype in ("message/rfc822", "message/global"):
             inner = part.get_payload()
@@ -514,40 +566,40 @@ class _Walker:
         self._attach(part, inline=disposition == "inline")
 
     def _alternative(self, subparts: list[Message], depth: int) -> _Slot:
-        slot = _Slot()
+        """Renderings of the same content: text/plain is preferred (what the author's client wrote
+        as text), HTML is kept as ``html`` and used for the text when the plain part is empty."""
         plain: _Slot | None = None
         rich: _Slot | None = None
         for sub in subparts:
-            ctype = _content_type(sub)
+            ctype = self._ctype(sub)
             if ctype == "text/plain" and self._disposition(sub) != "attachment":
                 candidate = self.collect(sub, depth + 1, first=True)
-                if plain is None or (candidate.text().strip() and not plain.text().strip()):
+                if plain is None or (candidate.has_content() and not plain.has_content()):
                     plain = candidate
             elif ctype == "text/html" or sub.is_multipart():
                 candidate = self.collect(sub, depth + 1, first=True)
-                if candidate.htmls or candidate.texts:
+                if candidate.pieces:
                     rich = candidate
             elif ctype in ("text/calendar", "application/ics"):
                 self._attachment_of(sub, depth + 1)
             else:
                 # text/enriched, text/watch-html, ...: another rendering of the same content.
                 self.parts_seen += 1
-        if plain is not None and plain.text().strip():
-            slot.texts.extend(plain.texts)
+        if plain is not None and plain.has_content():
+            slot = _Slot(pieces=list(plain.pieces))
             if rich is not None:
                 slot.htmls.extend(rich.htmls)
-        elif rich is not None:
-            slot.extend(rich)
-        elif plain is not None:
-            slot.extend(plain)
-        return slot
+            return slot
+        if rich is not None:
+            return rich
+        return plain if plain is not None else _Slot()
 
     def _related(self, part: Message, subparts: list[Message], depth: int) -> _Slot:
         if not subparts:
             return _Slot()
         root_index = 0
-        start = part.get_param("start")
-        if isinstance(start, str) and start.strip():
+        start = self._type_and_params(part)[1].get("start", "")
+        if start.strip():
             wanted = start.strip().strip("<>")
             for index, sub in enumerate(subparts):
                 cid = str(sub.get("Content-ID", "") or "").strip().strip("<>")
@@ -564,9 +616,7 @@ class _Walker:
                     self._attach(sub, inline=self._disposition(sub) != "attachment")
         return slot
 
-    def _inner_message(
-        self, part: Message, subparts: list[Message], depth: int, disposition: str | None
-    ) -> _Slot:
+    def _inner_message(self, part: Message, subparts: list[Message], depth: int, disposition: str | None) -> _Slot:
         slot = _Slot()
         if not subparts:
             return slot
@@ -580,9 +630,8 @@ class _Walker:
             if value:
                 header_lines.append(f"{name}: {decode_header_value(str(value))}")
         body = self.collect(inner, depth + 1, first=True)
-        text = body.text()
-        slot.texts.append("\n".join(header_lines) + "\n\n" + text)
-        slot.htmls.extend(body.htmls)
+        # The forwarded text joins the body; its HTML does not become the message's HTML.
+        slot.add_text("\n".join(header_lines) + "\n\n" + body.text())
         return slot
 
 
@@ -669,13 +718,27 @@ def parse_message(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedMe
         defects.append("from-missing")
     elif sender is None:
         defects.append("from-unparseable")
-    elif not is_valid_address(sender.addr, allow_test_domains=True):
+    elif not _PLAUSIBLE_ADDR_RE.fullmatch(sender.addr):
+        # A cheap shape check; callers that act on the address validate it with
+        # addresses.validate_address (email-validator), which costs as much as the whole parse.
         defects.append("from-invalid")
 
     date_raw = first("date")
     parsed_date = parse_date(date_raw)
     if parsed_date is None:
         defects.append("date-missing" if date_raw is None else "date-unparseable")
+        # Archives and forwarded copies often keep the time elsewhere: Resent-Date, the mbox envelope
+        # line ("From sender Mon Nov  8 20:53:05 1999"), or the newest Received header's date.
+        envelope = msg.get_unixfrom() or ""
+        for source, value in (
+            ("resent-date", first("resent-date")),
+            ("envelope", envelope.split(None, 2)[2] if envelope.count(" ") >= 2 else None),
+            ("received", first("received")),
+        ):
+            parsed_date = parse_date(value)
+            if parsed_date is not None:
+                defects.append(f"date-from-{source}")
+                break
 
     text = slot.text()
     if len(text) > MAX_TEXT_CHARS:

@@ -69,9 +69,7 @@ _SEPARATOR_RE = re.compile(
     re.IGNORECASE,
 )
 # Field names of quoted header blocks (Outlook, Gmail forward, Apple Mail) in our readers' languages.
-_FROM_FIELDS = (
-    r"from|de|von|da|van|från|fra|od|от|lähettäjä|feladó|afzender|remitente|mittente|absender"
-)
+_FROM_FIELDS = r"from|de|von|da|van|från|fra|od|от|lähettäjä|feladó|afzender|remitente|mittente|absender"
 _HEADER_FIELDS = (
     _FROM_FIELDS + r"|sent|envoyé|envoye|gesendet|inviato|enviado|enviada|verzonden|skickat|sendt|"
     r"wysłano|отправлено|lähetetty|elküldve|date|datum|data|fecha|to|à|a|an|para|aan|till|til|do|"
@@ -126,6 +124,7 @@ _GLUED_ATTRIBUTION_RE = re.compile(
 )
 _MAX_ATTRIBUTION_LINES = 6
 _MAX_ATTRIBUTION_CHARS = 400
+# Text lines after the last quote that make a reply "interleaved" rather than top-posted with a quote.
 _INTERLEAVED_MIN_TEXT_LINES = 7
 
 
@@ -143,6 +142,14 @@ def _attribution_strength(chunk: str) -> int:
         return 0
     if _SEPARATOR_RE.match(chunk):
         return 2
+    if (
+        ":" not in chunk
+        and "：" not in chunk
+        and "--" not in chunk
+        and not chunk[:1].isdigit()
+        and not _ATTRIBUTION_CJK_RE.search(chunk)
+    ):
+        return 0
     has_marker = bool(re.search(r"\d|@", chunk))
     if _ATTRIBUTION_RE.search(chunk) or _ATTRIBUTION_CJK_RE.search(chunk):
         if has_marker:
@@ -366,23 +373,26 @@ def split_reply(text: str) -> Reply:
             kept = [i for i in kept if i not in dropped]
 
     # 4. Top-posting: the first attribution, separator or header block after the author's text.
-    pos = 0
-    while pos < len(kept):
-        i = kept[pos]
-        if _is_boundary(kinds, i) and TEXT in kinds_of(kept[:pos]):
-            rest = kinds_of(kept[pos:])
-            if QUOTE not in rest and QUOTED_ATTRIBUTION not in rest:
-                quoted.extend(kept[pos:])
-                kept = kept[:pos]
-                break
-            last_quote = max(k for k, kind in enumerate(rest) if kind in (QUOTE, QUOTED_ATTRIBUTION))
-            quote_zone = rest[: last_quote + 1]
-            after = rest[last_quote + 1 :]
-            if TEXT not in quote_zone and after.count(TEXT) < _INTERLEAVED_MIN_TEXT_LINES:
-                quoted.extend(kept[pos:])
-                kept = kept[:pos]
-                break
-        pos += 1
+    quote_positions = [pos for pos, i in enumerate(kept) if kinds[i] in (QUOTE, QUOTED_ATTRIBUTION)]
+    last_quote = quote_positions[-1] if quote_positions else -1
+    texts_before = [0]  # texts_before[p] = TEXT lines in kept[:p]
+    for i in kept:
+        texts_before.append(texts_before[-1] + (kinds[i] == TEXT))
+    texts_after_last_quote = texts_before[-1] - texts_before[last_quote + 1]
+    for pos, i in enumerate(kept):
+        if not texts_before[pos] or not _is_boundary(kinds, i):
+            continue
+        if last_quote < pos:
+            # Nothing quoted after it: Outlook/Gmail top-posting, the original follows unquoted.
+            cut = True
+        else:
+            # A quote follows: top-posting unless the author answers below it at length.
+            text_inside_quote_zone = texts_before[last_quote + 1] - texts_before[pos] > 0
+            cut = not text_inside_quote_zone and texts_after_last_quote < _INTERLEAVED_MIN_TEXT_LINES
+        if cut:
+            quoted.extend(kept[pos:])
+            kept = kept[:pos]
+            break
 
     # 5. A quote that ends the message, after the author's text.
     if TEXT in kinds_of(kept):

@@ -45,6 +45,7 @@ _TRAILING_RE = re.compile(
 )
 _WS_RE = re.compile(r"\s+")
 _MAX_ROUNDS = 200
+_TRAILING_WINDOW = 80
 
 
 def _leading_groups(text: str) -> tuple[list[str], str]:
@@ -97,7 +98,9 @@ def _strip(subject: str) -> tuple[str, bool]:
                     is_reply = True
                 text = inner
                 continue
-        trailing = _TRAILING_RE.search(text)
+        # Only the tail can hold the marker; searching the whole text each round would be quadratic.
+        tail_start = max(0, len(text) - _TRAILING_WINDOW)
+        trailing = _TRAILING_RE.search(text, tail_start)
         if trailing:
             text = text[: trailing.start()].rstrip()
             continue

@@ -180,9 +180,7 @@ class MemoryThreadIndex:
                 by_topic[topic] = date
         return topic
 
-    def add(
-        self, threader: Threader, message: ParsedMessage, *, fallback_date: datetime
-    ) -> tuple[int, Placement]:
+    def add(self, threader: Threader, message: ParsedMessage, *, fallback_date: datetime) -> tuple[int, Placement]:
         """Place and record a parsed message in one step; returns (topic key, placement)."""
         placement = threader.place_message(message, fallback_date=fallback_date)
         date = message.date or fallback_date

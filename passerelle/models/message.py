@@ -34,8 +34,8 @@ class Message(Base):
     body_text: Mapped[str] = deferred(mapped_column(Text, default=""))
     new_text: Mapped[str] = deferred(mapped_column(Text, default=""))
     html: Mapped[str | None] = deferred(mapped_column(Text))
-    # True when body_text is not the original text (a moderator's #commands were removed): list copies then
-    # carry body_text instead of the original body.
+    # True when body_text or subject is not the original (a moderator's #commands were removed): list copies
+    # then carry body_text and subject instead of the original body and Subject.
     body_edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The spool row holding the raw bytes ("view the raw message").
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))

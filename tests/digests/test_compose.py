@@ -126,7 +126,7 @@ def test_mail_structure_headers_and_links(db: Session, forum: dict, settings: Se
     assert msg["List-Post"] == "<mailto:forum@forum.test>"
     # A digest is not part of any thread.
     assert msg["In-Reply-To"] is None and msg["References"] is None
-    assert msg["Subject"].startswith("[Forum] Résumé du 4 novembre 2026 : 5 sujets, 7 messages")
+    assert msg["Subject"].strip().startswith("[Forum] Résumé du 4 novembre 2026 : 5 sujets, 7 messages")
     text = msg.get_body(("plain",)).get_content()
     assert "## Transport" in text and "### Nouveaux obstacles" in text and "### Sujets clos" in text
     assert "Issue : impossibilité juridique" in text and "Remonté au niveau européen" in text
@@ -142,6 +142,8 @@ def test_mail_structure_headers_and_links(db: Session, forum: dict, settings: Se
     assert data["m"] == forum["reader"].id and data["t"] in {t.id for t in (forum["busy"], forum["answered"])}
     with pytest.raises(TokenError):
         links.read_action_token(settings, "mute", token)
+    opens = re.findall(r"Ouvrir en étant connecté·e: (\S+)", text)
+    assert len(opens) == 5 and links.read_action_token(settings, "open", opens[0].rsplit("/", 1)[1])["m"] == data["m"]
     with pytest.raises(TokenError):
         links.read_action_token(settings, "follow", token[:-3] + "xyz")
 
@@ -179,9 +181,13 @@ def test_html_is_escaped(db: Session, forum: dict, settings: Settings) -> None:
 def test_languages(db: Session, forum: dict, settings: Settings, language: str, heading: str,
                    subject_start: str) -> None:
     msg = _build(settings, forum, _content(db, forum, settings), language=language)
-    assert msg["Subject"].startswith(subject_start)
+    assert msg["Subject"].strip().startswith(subject_start)
     assert heading in msg.get_body(("plain",)).get_content()
-    assert heading in msg.get_body(("html",)).get_content()
+    html_part = msg.get_body(("html",)).get_content()
+    assert heading in html_part
+    summary = {"fr": "5 sujets, 7 messages.", "en": "5 topics, 7 messages.", "de": "5 Themen, 7 Nachrichten.",
+               "it": "5 argomenti, 7 messaggi.", "es": "5 temas, 7 mensajes."}[language]
+    assert f"<p>{summary}</p>" in html_part and summary in msg.get_body(("plain",)).get_content()
 
 
 def test_every_language_file_has_every_label() -> None:
@@ -214,4 +220,5 @@ def test_excerpt_cuts_at_a_word() -> None:
 def test_now_is_used_for_dates_not_the_wall_clock(db: Session, forum: dict, settings: Settings) -> None:
     msg = _build(settings, forum, _content(db, forum, settings))
     assert msg["Date"].datetime == (DAY.until + timedelta(minutes=1)).replace(tzinfo=UTC)
+
 

@@ -1,9 +1,9 @@
 """A week of daily and weekly digests with a fake clock, for subscribers in three time zones.
 
-Mail arrives as the clock advances; the digest job runs every 30 minutes, twice each time (a double run),
-and the scheduler is down for 36 hours in the middle (catch-up). At the end every subscriber has exactly
-one DigestRun per due period, an outbox row for each non-empty one and none for the empty ones, and the
-digests that go out through the real SMTP sink have the right content.
+Mail arrives as the clock advances; the digest job runs every 30 minutes, and once more at once whenever it
+did something (a double run must do nothing); the scheduler is down for 36 hours in the middle (catch-up).
+At the end every subscriber has exactly one DigestRun per due period, an outbox row for each non-empty one
+and none for the empty ones, and the digests that go out through the real SMTP sink have the right content.
 """
 
 from __future__ import annotations
@@ -134,9 +134,10 @@ def test_a_week_of_digests(db: Session, week: dict, settings: Settings,
             _apply(db, week, what, at)
         if not DOWN[0] <= now < DOWN[1]:
             first = send_due_digests(settings, session_factory, now=now)
-            again = send_due_digests(settings, session_factory, now=now)
             assert first.failed == 0 and first.waiting == 0
-            assert again.sent == again.empty == again.failed == 0, "a double run did something"
+            if first.sent or first.empty:
+                again = send_due_digests(settings, session_factory, now=now)
+                assert again.sent == again.empty == again.failed == 0, "a double run did something"
             ticks += 1
         now += STEP
     assert ticks > 300
@@ -204,7 +205,8 @@ def test_a_week_of_digests(db: Session, week: dict, settings: Settings,
     weekly = next(message_from_bytes(r.data, policy=policy.default) for r in received
                   if r.rcpt_tos == ["paris.weekly@example.de"])
     text = weekly.get_body(("plain",)).get_content()
-    assert weekly["Subject"].startswith("[Forum] Wochenzusammenfassung bis 9. November 2026")
+    # (Stripped: the stdlib folds a long Subject onto a continuation line; mail clients drop that space.)
+    assert weekly["Subject"].strip() == "[Forum] Wochenzusammenfassung bis 9. November 2026: 4 Themen, 6 Nachrichten"
     # [11-02 06:00Z, 11-09 06:00Z) in German: everything of the week, the muted topic included (not muted by
     # this member); the escalation of 11-08 23:00Z is in it too.
     for heading in ("## Transport", "## Santé", "## Ohne Kategorie", "### Neue Hindernisse",

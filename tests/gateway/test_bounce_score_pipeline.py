@@ -59,7 +59,8 @@ def _readdressed(name: str, settings: Settings, member: str, serial: int) -> tup
     verp = verp_encode("forum-bounces", settings.lists.domain, member)
     raw = raw.replace(sender.group(0).encode(), verp.encode())
     # Each bounce is a distinct message (the corpus file is reused).
-    raw = re.sub(rb"(?im)^Message-Id:\s*<([^>]*)>", lambda m: b"Message-Id: <%d.%s>" % (serial, m.group(1)), raw, 1)
+    raw = re.sub(rb"(?im)^Message-Id:\s*<([^>]*)>", lambda m: b"Message-Id: <%d.%s>" % (serial, m.group(1)), raw,
+                 count=1)
     return raw, verp
 
 

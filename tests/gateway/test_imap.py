@@ -241,6 +241,38 @@ def test_new_mail_while_idle_wakes_the_fetcher(
     assert server_uids(dovecot, "forum", ["UNSEEN"]) == []
 
 
+class MailArrivesJustBeforeIdle(ImapFetcher):
+    """A message lands after the drain's SEARCH and before IDLE: the server announces it right after
+    "+ idling", in the same packet, where a socket poll cannot see it."""
+
+    server: Dovecot
+    sent: float = 0.0
+
+    def _drain(self, client: Any) -> int:
+        spooled = super()._drain(client)
+        if not self.sent:
+            self.server.append("forum", [make_message(1)])
+            time.sleep(0.7)  # Dovecot has noticed it by the time IDLE starts
+            self.sent = time.monotonic()
+        return spooled
+
+
+def test_mail_arriving_just_before_idle_is_not_left_until_renewal(
+    dovecot: Dovecot, imap_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    fetcher = MailArrivesJustBeforeIdle(imap_settings, session_factory, dovecot.account("forum"), clock=now)
+    fetcher.server = dovecot
+    stop = threading.Event()
+    thread = threading.Thread(target=fetcher.run_forever, args=(stop,))
+    thread.start()
+    try:
+        wait_until(lambda: len(spooled_ids(session_factory)) == 1, timeout=5, what="the message (idle_seconds=30)")
+        assert time.monotonic() - fetcher.sent < 2
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 def test_idle_is_renewed(dovecot: Dovecot, imap_settings: Settings, session_factory: sessionmaker[Session]) -> None:
     settings = imap_settings.with_overrides(
         {"imap": {"idle_seconds": 0.3, "accounts": [dovecot.account("forum")]}}
@@ -396,6 +428,47 @@ def test_uidvalidity_change_rescans_without_duplicates(
     assert sorted(i for i in ids if i) == sorted(f"m-{i}@eurometropole.example" for i in range(7))
     assert ids.count("") == 1
     assert fetcher.run_once() == 0
+
+
+def test_interrupted_rescan_is_resumed_without_duplicates(
+    dovecot: Dovecot, imap_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    first = [make_message(i) for i in range(6)]
+    multiappend(dovecot, "forum", first, folder="Lists/forum")
+    account = dovecot.account("forum", folder="Lists/forum", batch_size=4)
+    assert ImapFetcher(imap_settings, session_factory, account, clock=now).run_once() == 6
+    old = cursor(session_factory, "forum").uidvalidity
+    client = dovecot.client("forum")
+    client.delete_folder("Lists/forum")
+    client.create_folder("Lists/forum")
+    client.logout()
+    multiappend(dovecot, "forum", [*first, *(make_message(i) for i in range(6, 10))], folder="Lists/forum")
+
+    # The re-scan dies after its first batch (UIDs 1-4, nothing new) is committed, then after its
+    # second (UIDs 5-8: two new ones spooled); the cursor keeps the old UIDVALIDITY meanwhile.
+    crashing = MarkingCrashes(imap_settings, session_factory, account, clock=now)
+    with pytest.raises(ImapError):
+        crashing.run_once()
+    assert cursor(session_factory, "forum").uidvalidity == old
+    assert crashing.run_once() == 4
+    assert cursor(session_factory, "forum").uidvalidity != old
+    assert cursor(session_factory, "forum").last_uid == 10
+    assert sorted(spooled_ids(session_factory)) == sorted(f"m-{i}@eurometropole.example" for i in range(10))
+    assert server_uids(dovecot, "forum", ["UNSEEN"], folder="Lists/forum") == []
+
+
+def test_changing_the_folder_reads_it_from_the_start_without_duplicates(
+    dovecot: Dovecot, imap_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    multiappend(dovecot, "forum", [make_message(i) for i in range(3)])
+    assert ImapFetcher(imap_settings, session_factory, dovecot.account("forum"), clock=now).run_once() == 3
+    # The operator points the account at another folder that holds copies plus new mail.
+    multiappend(dovecot, "forum", [make_message(i) for i in range(5)], folder="Forum")
+    moved = dovecot.account("forum", folder="Forum")
+    assert ImapFetcher(imap_settings, session_factory, moved, clock=now).run_once() == 2
+    state = cursor(session_factory, "forum")
+    assert (state.folder, state.last_uid) == ("Forum", 5)
+    assert len(spooled_ids(session_factory)) == 5
 
 
 class ExpungedWhileFetching(ImapFetcher):

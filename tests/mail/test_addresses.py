@@ -58,7 +58,10 @@ def test_stalwart_address_vectors(corpus, report) -> None:
         ("Team: a@x.example, b@y.example;", [Address("", "a@x.example"), Address("", "b@y.example")]),
         ("Undisclosed recipients:;", []),
         ('"alice@example.org" <mallory@evil.example>', [Address("alice@example.org", "mallory@evil.example")]),
-        ("Mallory <mallory@evil.example> alice@example.org", [Address("Mallory alice@example.org", "mallory@evil.example")]),
+        (
+            "Mallory <mallory@evil.example> alice@example.org",
+            [Address("Mallory alice@example.org", "mallory@evil.example")],
+        ),
         ("Jörg <jörg@bücher.example>", [Address("Jörg", "jörg@bücher.example")]),
         ("", []),
         ("not an address", []),
@@ -98,9 +101,17 @@ def test_verp_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["", "forum@lists.example.org", "forum-bounces+@lists.example.org", "+a=b.org@x", "forum-bounces+nodomain@x",
-     "forum-bounces+a=nodot@x", "no-at-all", "forum-bounces+a=b.org"],
-)  # fmt: skip
+    [
+        "",
+        "forum@lists.example.org",
+        "forum-bounces+@lists.example.org",
+        "+a=b.org@x",
+        "forum-bounces+nodomain@x",
+        "forum-bounces+a=nodot@x",
+        "no-at-all",
+        "forum-bounces+a=b.org",
+    ],
+)
 def test_verp_decode_rejects_non_verp(address: str) -> None:
     assert verp_decode(address) is None
 

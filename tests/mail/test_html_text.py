@@ -6,8 +6,10 @@ from passerelle.mail.html_text import html_to_text
 
 
 def test_paragraphs_breaks_and_entities() -> None:
-    html = "<html><head><title>T</title><style>p{color:red}</style></head><body>" \
+    html = (
+        "<html><head><title>T</title><style>p{color:red}</style></head><body>"
         "<p>Bonjour&nbsp;&eacute;quipe,</p><p>Ligne 1<br>Ligne 2</p><script>alert(1)</script></body></html>"
+    )
     assert html_to_text(html) == "Bonjour équipe,\n\nLigne 1\nLigne 2"
 
 
@@ -41,7 +43,18 @@ def test_tables_are_readable() -> None:
 
 
 def test_garbage_html_never_raises() -> None:
-    for html in ["", "   ", "<", "<<<>>>", "<p", "</p></div></ul>", "<![CDATA[x", "<!DOCTYPE", "&#xFFFFFFFF;", "\x00<b>x"]:
+    for html in [
+        "",
+        "   ",
+        "<",
+        "<<<>>>",
+        "<p",
+        "</p></div></ul>",
+        "<![CDATA[x",
+        "<!DOCTYPE",
+        "&#xFFFFFFFF;",
+        "\x00<b>x",
+    ]:
         assert isinstance(html_to_text(html), str)
     deep = "<div>" * 5000 + "fond" + "</div>" * 5000
     assert html_to_text(deep) == "fond"
