@@ -22,7 +22,7 @@ from passerelle.models.subscription import DELIVERY_MODES
 
 from . import csrf
 from .app import NavItem
-from .web import db, fail, member_required, now, settings, state, viewer
+from .web import MAX_ID, db, fail, member_required, now, settings, state, viewer
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ UNSUBSCRIBE_PURPOSE = "unsubscribe"
 
 def _int_form(name: str) -> int:
     value = request.form.get(name, "").strip()
-    if not value.isascii() or not value.isdigit() or len(value) > 12:
+    if not value.isascii() or not value.isdigit() or len(value) > 10 or not 0 < int(value) <= MAX_ID:
         fail(400, _("The value given for “%(name)s” is not valid.", name=name))
     return int(value)
 

@@ -3,6 +3,7 @@
 Every page module is a blueprint listed in :data:`BLUEPRINTS`; a module exposes ``bp`` (its Blueprint) and
 may expose ``NAV`` (a tuple of :class:`NavItem`) for the navigation bar of ``base.html``. Adding a module
 (sheets, overview...) is one line in BLUEPRINTS, or ``create_app(..., extra_blueprints=("pkg.module",))``.
+Routes take database ids with the ``<id:name>`` converter (1 … 2**31-1; anything else is a 404).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from flask import Flask, g, render_template, request
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.routing import IntegerConverter
 
 from passerelle.config import Settings
 from passerelle.db import make_engine, make_session_factory
@@ -37,6 +39,14 @@ BLUEPRINTS: tuple[str, ...] = (
 
 # Who may see a navigation entry.
 NAV_REQUIRES = ("", "member", "moderator", "operator")
+
+
+class IdConverter(IntegerConverter):
+    """``<id:name>``: a database id. Numbers beyond a 32-bit integer column cannot name anything: 404,
+    instead of an overflow error from the database driver."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's signature
+        super().__init__(map, min=1, max=2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ def create_app(
     from . import csrf, i18n, labels, web
 
     app = Flask(__name__)
+    app.url_map.converters["id"] = IdConverter
     app.config.update(
         SECRET_KEY=secret_key(settings),
         SESSION_COOKIE_NAME="passerelle_session",

@@ -118,7 +118,7 @@ def latest() -> Response:
     )
 
 
-@bp.route("/feeds/c/<int:category_id>.atom")
+@bp.route("/feeds/c/<id:category_id>.atom")
 def category(category_id: int) -> Response:
     cat = db().get(Category, category_id)
     if cat is None:
@@ -214,7 +214,7 @@ def _mbox_response(topic_ids_query: Any, filename: str) -> Response:
     return response
 
 
-@bp.route("/t/<int:topic_id>/mbox")
+@bp.route("/t/<id:topic_id>/mbox")
 def topic_mbox(topic_id: int) -> Response:
     topic = get_topic(topic_id)
     if not can_read_topic(topic):
@@ -222,7 +222,7 @@ def topic_mbox(topic_id: int) -> Response:
     return _mbox_response(select(Topic.id).where(Topic.id == topic.id), f"topic-{topic.id}.mbox")
 
 
-@bp.route("/c/<int:category_id>/mbox")
+@bp.route("/c/<id:category_id>/mbox")
 def category_mbox(category_id: int) -> Response:
     cat = db().get(Category, category_id)
     if cat is None:

@@ -43,7 +43,7 @@ from passerelle.text import slugify
 
 from .app import NavItem
 from .render import linkify
-from .web import db, fail, moderator_required, now, settings, viewer
+from .web import MAX_ID, db, fail, moderator_required, now, settings, viewer
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _int_field(name: str, *, required: bool = True) -> int | None:
     value = request.form.get(name, "").strip()
     if not value and not required:
         return None
-    if not value.isascii() or not value.isdigit() or len(value) > 12:
+    if not value.isascii() or not value.isdigit() or len(value) > 10 or not 0 < int(value) <= MAX_ID:
         fail(400, _("The value given for “%(name)s” is not valid.", name=name))
     return int(value)
 
@@ -146,7 +146,7 @@ def _held(held_id: int) -> HeldMessage:
     return held
 
 
-@bp.route("/held/<int:held_id>", methods=["GET", "POST"])
+@bp.route("/held/<id:held_id>", methods=["GET", "POST"])
 @moderator_required
 def held(held_id: int) -> Any:
     item = _held(held_id)
@@ -227,7 +227,7 @@ def _category(category_id: int) -> Category:
     return cat
 
 
-@bp.route("/categories/<int:category_id>", methods=["POST"])
+@bp.route("/categories/<id:category_id>", methods=["POST"])
 @moderator_required
 def category_update(category_id: int) -> Any:
     cat = _category(category_id)
@@ -254,7 +254,7 @@ def category_update(category_id: int) -> Any:
     return redirect(url_for("moderation.categories"), code=303)
 
 
-@bp.route("/categories/<int:category_id>/merge", methods=["POST"])
+@bp.route("/categories/<id:category_id>/merge", methods=["POST"])
 @moderator_required
 def category_merge(category_id: int) -> Any:
     """Move every topic of this category into another, tagging them with the old category's name so that
@@ -312,7 +312,7 @@ def category_merge(category_id: int) -> Any:
 # --------------------------------------------------------------------------------------------------------
 
 
-@bp.route("/topics/<int:topic_id>", methods=["GET", "POST"])
+@bp.route("/topics/<id:topic_id>", methods=["GET", "POST"])
 @moderator_required
 def topic(topic_id: int) -> Any:
     session = db()
@@ -431,7 +431,7 @@ def members() -> Any:
     return render_template("mod/members.html", rows=rows, lists=lists, organisations=orgs, roles=ROLES, q=query)
 
 
-@bp.route("/members/<int:member_id>", methods=["GET", "POST"])
+@bp.route("/members/<id:member_id>", methods=["GET", "POST"])
 @moderator_required
 def member(member_id: int) -> Any:
     session = db()

@@ -19,7 +19,7 @@ from passerelle.models import Category, Organisation, Tag
 from passerelle.search import ORDERS, STATUS_FILTERS, SearchError, SearchPage, SearchQuery, search_messages
 
 from .app import NavItem
-from .web import db, fail, settings, viewer
+from .web import MAX_ID, db, fail, settings, viewer
 
 bp = Blueprint("search", __name__)
 NAV = (NavItem("search.search", _l("Search"), order=30),)
@@ -35,7 +35,7 @@ def _int(name: str) -> int | None:
     value = request.args.get(name, "").strip()
     if not value:
         return None
-    if not value.isascii() or not value.isdigit() or len(value) > 12:
+    if not value.isascii() or not value.isdigit() or len(value) > 10 or not 0 < int(value) <= MAX_ID:
         fail(400, _("The value given for “%(name)s” is not valid.", name=name))
     return int(value)
 

@@ -36,6 +36,7 @@ from .app import NavItem
 from .render import body_blocks
 from .sanitize import sanitize_html
 from .web import (
+    MAX_ID,
     can_read_category,
     can_read_topic,
     db,
@@ -62,11 +63,11 @@ _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 _BORDER = re.compile(r"^[A-Za-z]{2}(?:-[A-Za-z]{2})+$")
 
 
-def int_arg(name: str, *, minimum: int = 1, maximum: int = 2**31 - 1) -> int | None:
+def int_arg(name: str, *, minimum: int = 1, maximum: int = MAX_ID) -> int | None:
     value = request.args.get(name, "").strip()
     if not value:
         return None
-    if not value.isascii() or not value.isdigit() or not minimum <= int(value) <= maximum:
+    if not value.isascii() or not value.isdigit() or len(value) > 10 or not minimum <= int(value) <= maximum:
         fail(400, _("The value given for “%(name)s” is not valid.", name=name))
     return int(value)
 
@@ -260,8 +261,8 @@ def topics() -> str:
     return _topic_list(parse_filters(), category=None)
 
 
-@bp.route("/c/<int:category_id>")
-@bp.route("/c/<int:category_id>/<slug>")
+@bp.route("/c/<id:category_id>")
+@bp.route("/c/<id:category_id>/<slug>")
 def category(category_id: int, slug: str = "") -> Any:
     cat = db().get(Category, category_id)
     if cat is None:
@@ -322,7 +323,7 @@ def get_topic(topic_id: int) -> Topic:
     return topic
 
 
-@bp.route("/t/<int:topic_id>")
+@bp.route("/t/<id:topic_id>")
 def topic(topic_id: int) -> Any:
     topic = get_topic(topic_id)
     if topic.merged_into_id and topic.merged_into_id != topic.id:
@@ -378,13 +379,13 @@ def topic(topic_id: int) -> Any:
     )
 
 
-@bp.route("/topics/<int:topic_id>")
+@bp.route("/topics/<id:topic_id>")
 def topic_alias(topic_id: int) -> Any:
     """Older links (command replies) name topics /topics/<id>."""
     return redirect(url_for("threads.topic", topic_id=topic_id), code=301)
 
 
-@bp.route("/t/<int:topic_id>/follow", methods=["POST"])
+@bp.route("/t/<id:topic_id>/follow", methods=["POST"])
 @member_required
 def follow_topic(topic_id: int) -> Any:
     topic = get_topic(topic_id)
@@ -395,7 +396,7 @@ def follow_topic(topic_id: int) -> Any:
     return redirect(url_for("threads.topic", topic_id=topic.id), code=303)
 
 
-@bp.route("/c/<int:category_id>/follow", methods=["POST"])
+@bp.route("/c/<id:category_id>/follow", methods=["POST"])
 @member_required
 def follow_category(category_id: int) -> Any:
     cat = db().get(Category, category_id)
@@ -511,7 +512,7 @@ def content_disposition(disposition: str, filename: str) -> str:
     return f"{disposition}; filename=\"{_ascii_filename(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-@bp.route("/a/<int:attachment_id>/<path:filename>")
+@bp.route("/a/<id:attachment_id>/<path:filename>")
 def attachment(attachment_id: int, filename: str) -> Any:
     att = db().get(Attachment, attachment_id)
     if att is None or filename != (att.filename or "attachment"):

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 MEMBER_STATUSES = ("active", "disabled")
+# The largest id a form or query string may name (32-bit integer columns on PostgreSQL).
+MAX_ID = 2**31 - 1
 MODERATOR_ROLES = ("moderator", "owner")
 
 

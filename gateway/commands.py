@@ -803,6 +803,8 @@ def intercept_post(ctx: MailContext, topic: Topic | None) -> InterceptResult:
     """
     parsed = ctx.parsed
     text = parsed.text or ""
+    if "#" not in text and "#" not in (parsed.subject or ""):
+        return PASS_THROUGH
     try:
         new_text = new_text_of(text)
     except Exception:

@@ -98,6 +98,22 @@ def _count(value: Any) -> int:
     raise TypeError(f"cannot count what process_pending returned: {value!r}")
 
 
+def _parent(n: int) -> int | None:
+    # One in three posts answers an earlier one (sometimes itself an answer), often one still in the spool:
+    # the workers race on thread placement.
+    return n - 1 - (n % 5) if n % 3 == 2 and n >= 5 else None
+
+
+def _chain(n: int) -> list[int]:
+    """Ancestors of post n, oldest first (what real clients put in References)."""
+    chain: list[int] = []
+    parent = _parent(n)
+    while parent is not None:
+        chain.insert(0, parent)
+        parent = _parent(parent)
+    return chain
+
+
 def _raw(n: int, *, author: str, parent: int | None, date: datetime) -> bytes:
     headers = [
         f"From: Author {author.split('@')[0]} <{author}>",
@@ -107,7 +123,8 @@ def _raw(n: int, *, author: str, parent: int | None, date: datetime) -> bytes:
         f"Message-ID: <mp-{n}@members.example.org>",
     ]
     if parent is not None:
-        headers += [f"In-Reply-To: <mp-{parent}@members.example.org>", f"References: <mp-{parent}@members.example.org>"]
+        references = " ".join(f"<mp-{a}@members.example.org>" for a in _chain(n))
+        headers += [f"In-Reply-To: <mp-{parent}@members.example.org>", f"References: {references}"]
     body = f"Message {n}: les travailleurs frontaliers et la fiscalité, réponse {n}.\n"
     return ("\r\n".join(headers) + "\r\n\r\n" + body).encode()
 
@@ -122,9 +139,7 @@ def _arrange(engine: Engine, count: int, now: datetime) -> None:
         for address in AUTHORS:
             make_member(session, address, mailing_list=ml, mode="nomail")
     for n in range(count):
-        # One in three posts answers an earlier one, often one still in the spool: workers race on threads.
-        parent = n - 1 - (n % 5) if n % 3 == 2 and n >= 5 else None
-        raw = _raw(n, author=AUTHORS[n % len(AUTHORS)], parent=parent, date=now + timedelta(seconds=n))
+        raw = _raw(n, author=AUTHORS[n % len(AUTHORS)], parent=_parent(n), date=now + timedelta(seconds=n))
         spool_message(factory, raw, source="smtp", envelope_from=AUTHORS[n % len(AUTHORS)],
                       envelope_to=["forum@forum.test"], list_name="forum", now=now)
 
@@ -162,7 +177,7 @@ def _check(engine: Engine, sink: SmtpSink, count: int, outcomes: list[tuple], pr
         assert outbox == {"sent": count * len(SUBSCRIBERS)}, outbox
         # Races on threading must not split threads: a reply is in its parent's topic.
         topics = session.scalar(select(func.count()).select_from(Topic))
-        replies = sum(1 for n in range(count) if n % 3 == 2 and n >= 5)
+        replies = sum(1 for n in range(count) if _parent(n) is not None)
         assert topics == count - replies
     deliveries = Counter()
     for rcpt, received in sink.deliveries():

@@ -118,6 +118,7 @@ FAILURE_BODY_RE = re.compile(
     r"mailbox (?:is )?(?:full|unavailable)|non remis|n'a pas pu [\u00eaetr]+ (?:remis|d\u00e9livr|distribu)|"
     r"\u00e9chec de (?:la )?(?:remise|distribution)|unzustellbar|konnte nicht zugestellt|nicht zugestellt|"
     r"non [\u00e8e] stato possibile (?:recapitare|consegnare)|non recapitat|no se (?:ha )?pudo entregar|"
+    r"non (?:[\u00e8e]|e') stato (?:recapitato|consegnato)|no (?:ha )?podido ser entregado|"
     r"failed permanently|could not deliver|has not been delivered|failure notice|i'm afraid i wasn't able|"
     r"transcript of (?:the )?session|the original message was received|message could not|is undeliverable|"
     r"giving up|gave up|delivery (?:is |has been )?delayed|has been delayed|still (?:being )?(?:trying|retried)|"

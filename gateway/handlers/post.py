@@ -70,7 +70,7 @@ def post_message(
 ) -> Outcome:
     """Archive the post and queue its copies; ``fan_out=False`` (archive import) queues no copy.
     ``cleaned_text``/``cleaned_subject``: without a moderator's #command lines (None: as received)."""
-    session, settings, parsed, ml = ctx.session, ctx.settings, ctx.parsed, ctx.mailing_list
+    session, parsed, ml = ctx.session, ctx.parsed, ctx.mailing_list
     now = ctx.now
     from_addr = (parsed.from_addr or ctx.inbound.envelope_from or "").lower()
     subject = (parsed.subject if cleaned_subject is None else cleaned_subject).strip() or NO_SUBJECT

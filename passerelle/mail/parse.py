@@ -59,10 +59,6 @@ _MAIL_FIELDS = frozenset(
         "delivered-to", "x-mailer", "user-agent", "content-transfer-encoding", "list-id", "resent-from",
     }
 )  # fmt: skip
-# Detached signatures are not something people attach: readers cannot use them.
-_SIGNATURE_TYPES = frozenset(
-    {"application/pgp-signature", "application/pkcs7-signature", "application/x-pkcs7-signature"}
-)
 _BODY_TEXT_TYPES = frozenset({"text/plain", "text/html"})
 # text/* subtypes that are files rather than prose: never folded into the body.
 _TEXT_FILE_SUBTYPES = frozenset(
@@ -441,8 +437,6 @@ class _Walker:
 
     def _attach(self, part: Message, *, inline: bool, data: bytes | None = None, default_name: str = "") -> None:
         ctype = self._ctype(part)
-        if ctype in _SIGNATURE_TYPES:
-            return
         if data is None:
             data = self._payload(part)
         filename = self._filename(part) or default_name

@@ -135,8 +135,8 @@ def test_moderator_reopens_a_closed_topic_by_replying(
 def test_held_post_approved_by_replying_to_the_notice(
     service: GatewayService, smtp_sink: SmtpSink, session_factory: sessionmaker[Session]
 ) -> None:
-    stranger = "ana.garcia@diputacion.example"
-    send(service.smtp_port, make_mail(sender=stranger, sender_name="Ana García", message_id="h1@diputacion.example",
+    stranger = "pablo.ruiz@gobierno.example"
+    send(service.smtp_port, make_mail(sender=stranger, sender_name="Pablo Ruiz", message_id="h1@gobierno.example",
                                       subject="Trabajadores fronterizos"), mail_from=stranger)
     notice = wait_mail(smtp_sink, MOD, "the moderation notice")
     assert "Trabajadores fronterizos" in subject_of(notice)
@@ -146,6 +146,9 @@ def test_held_post_approved_by_replying_to_the_notice(
          mail_from=MOD, rcpt=(notice["Reply-To"],))
     for reader in READERS:
         copy = wait_mail(smtp_sink, reader, "the approved post")
-        assert copy["Message-ID"] == "<h1@diputacion.example>"
+        assert copy["Message-ID"] == "<h1@gobierno.example>"
     assert "accepté" in body_of(wait_mail(smtp_sink, MOD, "the decision's result", count=2))
-    assert AUTHOR not in {rcpt for rcpt, _ in smtp_sink.deliveries()}, "the author wrote nothing yet"
+    assert wait_mail(smtp_sink, AUTHOR, "the approved post")["Message-ID"] == "<h1@gobierno.example>"
+    assert [subject_of(m) for m in mails_to(smtp_sink, stranger)] == [
+        "[forum] Votre message attend une modération : Trabajadores fronterizos"
+    ], "the stranger is told it is held, and is not subscribed by being approved"

@@ -217,12 +217,18 @@ def test_forwarded_message_inline_and_as_attachment() -> None:
     assert eml.filename == "Original.eml" and eml.content_type == "message/rfc822" and b"Texte original" in eml.data
 
 
-def test_signature_parts_are_not_attachments() -> None:
+def test_detached_signatures_are_kept_as_attachments() -> None:
     raw = _mime(
-        [b"Content-Type: text/plain\r\n\r\nSigned.", b"Content-Type: application/pgp-signature\r\n\r\n---"], "signed"
+        [
+            b"Content-Type: text/plain\r\n\r\nSigned.",
+            b'Content-Type: application/pgp-signature\r\nContent-Disposition: attachment; filename="signature.asc"'
+            b"\r\n\r\n-----BEGIN PGP SIGNATURE-----",
+        ],
+        "signed",
     )
     m = parse_message(raw)
-    assert m.text == "Signed." and m.attachments == ()
+    assert m.text == "Signed."
+    assert [(a.filename, a.content_type) for a in m.attachments] == [("signature.asc", "application/pgp-signature")]
 
 
 # --- garbage -------------------------------------------------------------------------------------------
@@ -363,7 +369,7 @@ def test_archive_folklore_dates_and_addresses() -> None:
 
 def test_mangled_content_type_keeps_the_file_a_file() -> None:
     raw = (
-        b"From: a@x.example\nContent-Type: %22%22\"application%22%22/pdf; name\\\"x.pdf\"\"\n"
+        b'From: a@x.example\nContent-Type: %22%22"application%22%22/pdf; name\\"x.pdf""\n'
         b"Content-Transfer-Encoding: base64\n\nJVBERi0xLjQ=\n"
     )
     m = parse_message(raw)

@@ -206,3 +206,6 @@ def test_garbage_never_raises() -> None:
         assert isinstance(reply.new_text, str)
     huge = ("> quoted line\n" * 5000) + "text\n" * 5000
     assert split_reply(huge).new_text
+    # Thousands of attributions, each followed by enough text to look interleaved: linear work.
+    hostile = ("On 1 Jan 2026, X <x@y.example> wrote:\n> q\n" + "text line\n" * 8) * 1000
+    assert split_reply(hostile).new_text.startswith("> q\ntext line")
