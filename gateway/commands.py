@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 # Member commands that stop mail silently enough that a forged From must not be able to do them.
 SENSITIVE_MEMBER_COMMANDS = frozenset({"unsubscribe"})
 MODES = ("instant", "daily", "weekly", "nomail")
+# A moderator whose delivery was disabled by bounces still moderates (gateway.rules.membership lets them post).
+MODERATING_STATUSES = ("active", "disabled")
 # Message-IDs of our confirmation requests and held notices; a reply names them in In-Reply-To.
 _OUR_ID = re.compile(r"^(confirm|mod)-([0-9a-f]{24})(?:\.\d+)?@", re.IGNORECASE)
 
@@ -776,7 +778,7 @@ def _confirm_commands(session: Session, settings: Settings, pending: PendingConf
               language=lang, via=via, topic=topic, replied_to=tuple(payload.get("replied_to") or ()))
     if payload.get("scope") == "moderator":
         sub = _subscription(session, ml, member)
-        if sub is None or not sub.is_moderator or sub.status != "active":
+        if sub is None or not sub.is_moderator or sub.status not in MODERATING_STATUSES:
             ex.say("mod.not_moderator", list=ml.name, commands=", ".join(c.line for c in commands))
         elif topic is None:
             ex.say("mod.no_topic", command=", ".join(c.line for c in commands))
@@ -817,7 +819,7 @@ def intercept_post(ctx: MailContext, topic: Topic | None) -> InterceptResult:
     member_cmds = [c for c in scan.commands if c.name in MEMBER_HASH_COMMANDS]
     mod_cmds = [c for c in scan.commands if c.is_moderator_command]
     is_mod = ctx.sender is not None and ctx.subscription is not None and ctx.subscription.is_moderator \
-        and ctx.subscription.status == "active"
+        and ctx.subscription.status in MODERATING_STATUSES
     email = (parsed.from_addr or "").strip()
     ex = Exec(session=ctx.session, settings=ctx.settings, now=ctx.now, mailing_list=ctx.mailing_list, email=email,
               member=ctx.sender, language=_sender_language(ctx), via="mail", name=parsed.from_name or "",
@@ -1037,13 +1039,13 @@ def _cmd_merge(ex: Exec, cmd: Command) -> None:
     session = ex.session
     moved = session.execute(
         update(Message).where(Message.topic_id == source.id).values(topic_id=target.id)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session="fetch")
     ).rowcount  # type: ignore[attr-defined]
     session.execute(update(ThreadRef).where(ThreadRef.topic_id == source.id).values(topic_id=target.id)
-                    .execution_options(synchronize_session=False))
+                    .execution_options(synchronize_session="fetch"))
     # Topics merged into the source earlier now point at the target.
     session.execute(update(Topic).where(Topic.merged_into_id == source.id).values(merged_into_id=target.id)
-                    .execution_options(synchronize_session=False))
+                    .execution_options(synchronize_session="fetch"))
     for tag in list(source.tags):
         if tag not in target.tags:
             target.tags.append(tag)
@@ -1105,20 +1107,13 @@ def _cmd_split(ex: Exec, cmd: Command) -> None:
     session.flush()
     for tag in topic.tags:
         new.tags.append(tag)
-    ids = [m.id for m in branch]
-    session.execute(update(Message).where(Message.id.in_(ids)).values(topic_id=new.id)
-                    .execution_options(synchronize_session=False))
-    session.execute(update(Message).where(Message.id == start.id).values(parent_id=None)
-                    .execution_options(synchronize_session=False))
+    for msg in branch:
+        msg.topic_id = new.id
+    start.parent_id = None
     session.execute(update(ThreadRef).where(ThreadRef.message_id.in_([m.message_id for m in branch]))
-                    .values(topic_id=new.id).execution_options(synchronize_session=False))
+                    .values(topic_id=new.id).execution_options(synchronize_session="fetch"))
     session.flush()
-    session.expire_all()
-    topic = session.get(Topic, topic.id)
-    assert topic is not None
-    ex.topic = topic
-    new_topic = session.get(Topic, new.id)
-    assert new_topic is not None
+    new_topic = new
     _refresh(session, new_topic)
     _refresh(session, topic)
     ex.log_action("split", f"{len(branch)} message(s) from <{start.message_id}> moved to topic #{new_topic.id}")

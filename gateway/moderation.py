@@ -72,7 +72,7 @@ def moderators(session: Session, mailing_list: MailingList) -> list[Member]:
             .where(
                 Subscription.list_id == mailing_list.id,
                 Subscription.role.in_(("moderator", "owner")),
-                Subscription.status == "active",
+                Subscription.status.in_(("active", "disabled")),
             )
             .order_by(Member.id)
         ).unique()
@@ -85,7 +85,7 @@ def is_moderator(session: Session, mailing_list: MailingList, member: Member | N
     sub = session.scalar(
         select(Subscription).where(Subscription.list_id == mailing_list.id, Subscription.member_id == member.id)
     )
-    return sub is not None and sub.is_moderator and sub.status == "active"
+    return sub is not None and sub.is_moderator and sub.status in ("active", "disabled")
 
 
 def is_approved(session: Session, inbound: InboundMessage) -> bool:

@@ -176,9 +176,15 @@ def _check(engine: Engine, sink: SmtpSink, count: int, outcomes: list[tuple], pr
         outbox = Counter(session.scalars(select(OutboxMessage.status)))
         assert outbox == {"sent": count * len(SUBSCRIBERS)}, outbox
         # Races on threading must not split threads: a reply is in its parent's topic.
-        topics = session.scalar(select(func.count()).select_from(Topic))
-        replies = sum(1 for n in range(count) if _parent(n) is not None)
-        assert topics == count - replies
+        topic_of = dict(session.execute(select(Message.message_id, Message.topic_id)).tuples().all())
+        split = {
+            n: (topic_of[f"mp-{n}@members.example.org"], topic_of[f"mp-{_chain(n)[0]}@members.example.org"])
+            for n in range(count) if _parent(n) is not None
+            and topic_of[f"mp-{n}@members.example.org"] != topic_of[f"mp-{_chain(n)[0]}@members.example.org"]
+        }
+        assert not split, f"replies not in their thread's topic (post: (its topic, root's topic)): {split}"
+        roots = sum(1 for n in range(count) if _parent(n) is None)
+        assert session.scalar(select(func.count()).select_from(Topic)) == roots
     deliveries = Counter()
     for rcpt, received in sink.deliveries():
         deliveries[(rcpt.lower(), received.message["Message-ID"])] += 1

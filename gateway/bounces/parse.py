@@ -107,11 +107,14 @@ def parse_bounce(raw: bytes, verp_recipient: str | None = None) -> BounceReport 
     if not data.strip():
         return None
     verp = M.first_address(verp_recipient) if verp_recipient else None
+    msg: Message | None = None
     try:
         msg = email.message_from_bytes(data, policy=email_policy.compat32)
         return _analyse(msg, verp)
     except RecursionError:
-        logger.warning("bounce parser gave up on a pathologically nested message (%d bytes)", len(data))
+        message_id = M.header_str(msg, "Message-ID").strip() if msg is not None else "?"
+        logger.warning("<%s>: bounce parser gave up on a pathologically nested message (%d bytes)",
+                       message_id, len(data))
         return None
 
 

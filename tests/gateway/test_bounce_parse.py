@@ -445,6 +445,8 @@ def test_wrong_verp_type_is_a_clear_type_error() -> None:
         b"From: MAILER-DAEMON@x.example\r\nContent-Type: message/delivery-status\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n",
         b"From: MAILER-DAEMON@x.example\r\nSubject: Undeliverable\r\n\r\n" + b"<" * 200_000,
+        # message/rfc822 nested thousands deep: the stdlib parser recurses until RecursionError
+        b"From: MAILER-DAEMON@x.example\r\nSubject: Undeliverable\r\nContent-Type: message/rfc822\r\n\r\n" * 3000,
     ],
 )
 def test_malformed_mail_never_raises(raw: bytes) -> None:
