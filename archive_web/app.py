@@ -35,6 +35,9 @@ BLUEPRINTS: tuple[str, ...] = (
     "archive_web.moderation",
     "archive_web.feeds",
     "archive_web.status",
+    "archive_web.sheets",
+    "archive_web.escalations",
+    "archive_web.overview",
 )
 
 # Who may see a navigation entry.
@@ -45,7 +48,7 @@ class IdConverter(IntegerConverter):
     """``<id:name>``: a database id. Numbers beyond a 32-bit integer column cannot name anything: 404,
     instead of an overflow error from the database driver."""
 
-    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's signature
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(map, min=1, max=2**31 - 1)
 
 

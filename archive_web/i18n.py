@@ -4,6 +4,10 @@ The .po files under archive_web/translations/<lang>/LC_MESSAGES/messages.po are 
 compiled in memory the first time a language is used, so a fresh clone works with nothing but
 ``pip install``. Message ids are English. The reader's language comes from the switcher (kept in the
 session), else the browser's Accept-Language, else ``site.default_language``.
+
+Adding or changing a string anywhere in archive_web (tests/web/test_i18n.py fails until French is complete
+again): ``python -m archive_web.i18n`` (extracts messages.pot and merges it into every messages.po), then
+translate the new entries (French at least; German, Italian, Spanish where you can) and drop "fuzzy" flags.
 """
 
 from __future__ import annotations
@@ -123,3 +127,24 @@ def init_app(app: Flask, state: WebState) -> None:
 
     app.jinja_env.globals["current_language"] = current_language
     app.jinja_env.globals["language_names"] = LANGUAGE_NAMES
+
+
+def update_catalogues() -> None:
+    """Extract every string of archive_web into messages.pot and merge it into each messages.po (new
+    entries empty, changed ones marked fuzzy): ``python -m archive_web.i18n``, then translate."""
+    from babel.messages.frontend import CommandLineInterface
+
+    root = TRANSLATIONS_DIR.parent.parent
+    pot = TRANSLATIONS_DIR / "messages.pot"
+    CommandLineInterface().run([
+        "pybabel", "-q", "extract", "-F", str(TRANSLATIONS_DIR / "babel.cfg"), "-k", "_l", "-k", "lazy_gettext",
+        "--no-location", "--omit-header", "-o", str(pot), str(root),
+    ])
+    CommandLineInterface().run([
+        "pybabel", "-q", "update", "-i", str(pot), "-d", str(TRANSLATIONS_DIR), "-D", DOMAIN, "--width", "120",
+        "--ignore-obsolete",
+    ])
+
+
+if __name__ == "__main__":
+    update_catalogues()

@@ -135,7 +135,8 @@ def queue() -> str:
         .order_by(ModerationAction.created_at.desc(), ModerationAction.id.desc())
         .limit(20)
     ).all()
-    actors = {m.id: m for m in db().scalars(select(Member).where(Member.id.in_({a.actor_id for a in recent if a.actor_id})))}
+    actor_ids = {a.actor_id for a in recent if a.actor_id}
+    actors = {m.id: m for m in db().scalars(select(Member).where(Member.id.in_(actor_ids)))}
     return render_template("mod/queue.html", held=held, recent=recent, actors=actors, lists=_moderated_lists())
 
 
@@ -483,7 +484,9 @@ def organisations() -> Any:
             border = "-".join(sorted(border.split("-")))
             if not _BORDER.match(border):
                 fail(400, _("A border is given as country codes joined by a dash, like DE-FR."))
-        clash = session.scalar(select(Organisation.id).where(Organisation.name == name, Organisation.id != (org_id or 0)))
+        clash = session.scalar(
+            select(Organisation.id).where(Organisation.name == name, Organisation.id != (org_id or 0))
+        )
         if clash:
             fail(400, _("An organisation with this name already exists."))
         if org_id is None:

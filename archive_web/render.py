@@ -51,7 +51,8 @@ def linkify(text: str) -> Markup:
         )
         pos = end
     out.append(str(escape(text[pos:])))
-    return Markup("".join(out))
+    # Every piece above went through escape(): the joined string is safe HTML.
+    return Markup("".join(out))  # noqa: S704
 
 
 _QUOTE_LINE = re.compile(r"^\s*>")

@@ -16,7 +16,7 @@ from .app import NavItem
 from .web import db, now, operator_required, settings
 
 bp = Blueprint("status", __name__)
-NAV = (NavItem("status.status", _l("Status"), requires="operator", order=95),)
+NAV = (NavItem("status.status", _l("System status"), requires="operator", order=95),)
 
 LISTED = 50
 

@@ -10,6 +10,8 @@ Jobs (see :func:`default_jobs`):
 * ``held-expiry``: gateway.moderation.expire_held, when that module provides it (every
   digests.held_expiry_minutes);
 * ``bounce-decay``: write decayed bounce scores back (every bounces.decay_every_hours).
+* ``escalation-register``: mail the register of escalated obstacles to escalation.report_to once per
+  period (passerelle.escalations.send_register_reports; checked hourly, nothing when report_to is empty).
 
 The outbox is swept by the gateway's delivery thread (gateway.service), not here. To add a job (the
 escalation register mailing, say), append a :class:`ScheduledJob` to the list :func:`default_jobs`
@@ -29,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.orm import Session, sessionmaker
 
 from passerelle.config import Settings
+from passerelle.escalations import send_register_reports
 
 from . import jobs
 
@@ -55,6 +58,7 @@ def default_jobs(settings: Settings) -> list[ScheduledJob]:
     found: list[ScheduledJob] = [
         ScheduledJob("digests", jobs.send_due_digests, float(settings.digests.tick_seconds)),
         ScheduledJob("bounce-decay", jobs.decay_bounce_scores, float(settings.bounces.decay_every_hours) * 3600),
+        ScheduledJob("escalation-register", send_register_reports, 3600.0),
     ]
     expire_held = jobs.held_expiry_job()
     if expire_held is not None:

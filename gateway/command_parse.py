@@ -604,7 +604,10 @@ def scan_request(
             commands.append(cmd)
 
     subject_cmd = parse_member_line(subject) if subject else None
-    if subject_cmd is not None and subject_cmd.name != "end":
+    # A subject is free text more often than a command: it counts only when it reads as a complete, valid
+    # command ("Confirmation of Booking" is not a confirmation without its token).
+    if (subject_cmd is not None and subject_cmd.name != "end" and subject_cmd.error is None
+            and (subject_cmd.name != "confirm" or subject_cmd.params.get("token"))):
         add(subject_cmd)
     read = 0
     prose_run = 0

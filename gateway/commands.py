@@ -50,7 +50,7 @@ from gateway.command_parse import (
     strip_lines,
 )
 from gateway.context import MailContext
-from gateway.moderation import handle_decision_mail, held_by_token
+from gateway.moderation import handle_decision_mail, held_by_token, new_token
 from gateway.notices import queue_notice
 from gateway.proof import Proof, prove_context
 from gateway.templates import render
@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 
 # Member commands that stop mail silently enough that a forged From must not be able to do them.
 SENSITIVE_MEMBER_COMMANDS = frozenset({"unsubscribe"})
-MODES = ("instant", "daily", "weekly", "nomail")
 # A moderator whose delivery was disabled by bounces still moderates (gateway.rules.membership lets them post).
 MODERATING_STATUSES = ("active", "disabled")
 # Message-IDs of our confirmation requests and held notices; a reply names them in In-Reply-To.
@@ -114,9 +113,9 @@ PASS_THROUGH = InterceptResult(post=True)
 class ConfirmResult:
     """Outcome of a confirmation (link or reply).
 
-    ``status``: "done", "unknown" (no such token), "expired", "used" (already confirmed). ``kind``:
-    "subscribe" or "commands". ``message``: localised sentences for the page or the mail; ``results``:
-    one line per confirmed command.
+    ``status``: "done", "valid" (describe_token: it would work), "unknown" (no such token), "expired",
+    "used" (already confirmed). ``kind``: "subscribe" or "commands" (PendingConfirmation.kind).
+    ``message``: localised sentences for the page or the mail; ``results``: one line per confirmed command.
     """
 
     ok: bool
@@ -130,12 +129,6 @@ class ConfirmResult:
 
 
 # ============================================================================================== helpers
-
-
-def new_token() -> str:
-    from gateway.moderation import new_token as _new
-
-    return _new()
 
 
 def confirm_address(settings: Settings, mailing_list: MailingList, token: str) -> str:

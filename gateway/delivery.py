@@ -157,7 +157,7 @@ def _prepare(
                 if message is None or ml is None:
                     raise LookupError(f"post copy of message #{row.message_pk}: message or list is gone")
                 raw = raws.get(message.inbound_id) if message.inbound_id is not None else None
-                if raw is None:
+                if not raw:
                     raise LookupError(f"message #{message.id}: its original bytes are missing from the spool")
                 rewrite = False
                 if settings.dmarc.enabled and dmarc is not None and message.from_addr:

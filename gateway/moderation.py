@@ -10,8 +10,9 @@ first line of the answer is ``approve``, ``reject <reason>`` or ``discard``, in 
 (see gateway.command_parse.DECISION_ALIASES). The token is the capability; the answer must also come
 from a moderator of the list, who is recorded as the decider.
 
-Approving puts the spool row back to status "new" with ``reason = "approved:<held id>"``: the worker
-processes it again as a post and the membership rules let it through because :func:`is_approved` says so.
+Approving puts the spool row back to status "new" (``reason = "approved:<held id>"`` for operators): the
+worker processes it again as a post, and the membership and size rules let it through because
+:func:`is_approved` finds the approved HeldMessage.
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ def is_moderator(session: Session, mailing_list: MailingList, member: Member | N
 
 
 def is_approved(session: Session, inbound: InboundMessage) -> bool:
-    """True when a moderator approved this spool row: the membership and hold rules must let it through."""
-    if not (inbound.reason or "").startswith(APPROVED_PREFIX):
+    """True when a moderator approved this spool row: the membership and hold rules must let it through.
+
+    Asked of the database, not of ``inbound.reason``: a retry after a failure rewrites the reason.
+    """
+    if inbound.id is None:
         return False
     return session.scalar(
         select(HeldMessage.id).where(HeldMessage.inbound_id == inbound.id, HeldMessage.decision == "approved")
@@ -114,6 +118,11 @@ def _excerpt(text: str) -> str:
     return body + ("\n| [...]" if more else "")
 
 
+def _one_line(value: str) -> str:
+    """Decoded headers may hold line breaks (an encoded "=0A"): never let them into a header we write."""
+    return " ".join((value or "").split())
+
+
 def _date(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -131,7 +140,7 @@ def hold_message(ctx: MailContext, reason: str) -> HeldMessage:
         inbound_id=ctx.inbound.id,
         list_id=ml.id,
         sender=(parsed.from_addr or ctx.inbound.envelope_from or "")[:320],
-        subject=(parsed.subject or "")[:500],
+        subject=_one_line(parsed.subject)[:500],
         reason=reason,
         token=new_token(),
         created_at=ctx.now,
@@ -148,7 +157,7 @@ def hold_message(ctx: MailContext, reason: str) -> HeldMessage:
         "list": ml.name,
         "list_title": ml.title or ml.name,
         "sender": held.sender or "?",
-        "sender_name": parsed.from_name or held.sender or "?",
+        "sender_name": _one_line(parsed.from_name) or held.sender or "?",
         "subject": held.subject or "-",
         "reason": reason,
         "excerpt": _excerpt(parsed.text or ""),

@@ -7,14 +7,15 @@ of a post (one query, whatever the number of subscribers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from passerelle.models import CategoryFollow, MailingList, Member, Subscription, TopicFollow
+from passerelle.models import CategoryFollow, MailingList, Member, OutboxMessage, Subscription, TopicFollow, UTCDateTime
 
 # Roles of our addresses. "post": the list itself; "request": commands (LIST-request, LIST+cmd, and the
 # Mailman-style aliases LIST-join/-leave/-subscribe/-unsubscribe/-confirm); "bounces": the return path of
@@ -85,52 +86,37 @@ def list_names(session: Session) -> list[str]:
     return list(session.scalars(select(MailingList.name).order_by(MailingList.name)))
 
 
-def recipients_query(
-    mailing_list_id: int,
-    *,
-    topic_id: int,
-    category_id: int | None,
-    exclude_email: str | None = None,
-    columns: Sequence[Any] = (),
-) -> Select[Any]:
-    """SELECT of the members who get an instant copy of a post in ``topic_id`` (Member.email first, then
-    ``columns``): one row per member (a member has one subscription per list).
+# Who gets an instant copy of a post, as SQL run by the database (no recipient travels through Python, no
+# query per member): active subscriptions in instant mode, minus members who muted the topic, minus those
+# who muted the topic's category unless they follow the topic itself; plus digest-mode members who follow
+# the topic or its category (they asked to hear about it at once). "nomail" members get nothing. A member
+# has one subscription per list, so every address comes once. Plain SQL that SQLite and PostgreSQL share;
+# built once, so nothing is compiled per message.
+_FROM_RECIPIENTS = (
+    f" FROM {Subscription.__tablename__} s"
+    f" JOIN {Member.__tablename__} m ON m.id = s.member_id"
+    f" LEFT JOIN {TopicFollow.__tablename__} tf ON tf.member_id = s.member_id AND tf.topic_id = :topic_id"
+    f" LEFT JOIN {CategoryFollow.__tablename__} cf ON cf.member_id = s.member_id AND cf.category_id = :category_id"
+    " WHERE s.list_id = :list_id AND s.status = 'active' AND m.email <> :exclude AND ("
+    " (s.delivery_mode = 'instant' AND NOT (COALESCE(tf.mode, '') = 'mute'"
+    "   OR (COALESCE(cf.mode, '') = 'mute' AND COALESCE(tf.mode, '') <> 'follow')))"
+    " OR (s.delivery_mode IN ('daily', 'weekly') AND (COALESCE(tf.mode, '') = 'follow'"
+    "   OR (COALESCE(cf.mode, '') = 'follow' AND COALESCE(tf.mode, '') <> 'mute'))))"
+)
+_SELECT_RECIPIENTS = text("SELECT m.email" + _FROM_RECIPIENTS)
+_QUEUE_COPIES = text(
+    f"INSERT INTO {OutboxMessage.__tablename__} (recipient, kind, dedupe_key, message_pk, list_id, status,"
+    " attempts, next_attempt_at, last_error, claimed_by, created_at)"
+    " SELECT m.email, 'post', :dedupe_key, :message_pk, :list_id, 'pending', 0, :now, '', '', :now"
+    + _FROM_RECIPIENTS
+).bindparams(bindparam("now", type_=UTCDateTime()))
 
-    Active subscriptions in instant mode, minus members who muted the topic, minus those who muted the
-    topic's category (unless they follow the topic itself); plus digest-mode members who explicitly follow
-    the topic or its category (they asked to hear about it at once). Members in "nomail" mode get nothing.
-    """
-    topic_mode = func.coalesce(TopicFollow.mode, "")
-    query = (
-        select(Member.email, *columns)
-        .select_from(Subscription)
-        .join(Member, Member.id == Subscription.member_id)
-        .outerjoin(
-            TopicFollow, and_(TopicFollow.member_id == Subscription.member_id, TopicFollow.topic_id == topic_id)
-        )
-        .where(Subscription.list_id == mailing_list_id, Subscription.status == "active")
-    )
-    if category_id is None:
-        muted = topic_mode == "mute"
-        followed = topic_mode == "follow"
-    else:
-        query = query.outerjoin(
-            CategoryFollow,
-            and_(CategoryFollow.member_id == Subscription.member_id, CategoryFollow.category_id == category_id),
-        )
-        category_mode = func.coalesce(CategoryFollow.mode, "")
-        muted = or_(topic_mode == "mute", and_(category_mode == "mute", topic_mode != "follow"))
-        followed = or_(topic_mode == "follow", and_(category_mode == "follow", topic_mode != "mute"))
-    query = query.where(
-        or_(
-            and_(Subscription.delivery_mode == "instant", ~muted),
-            and_(Subscription.delivery_mode.in_(("daily", "weekly")), followed),
-        )
-    )
-    if exclude_email:
-        # Member.email is stored lower-cased.
-        query = query.where(Member.email != exclude_email.lower())
-    return query
+
+def _params(
+    mailing_list_id: int, topic_id: int, category_id: int | None, author_email: str | None, send_copy_to_author: bool
+) -> dict[str, Any]:
+    exclude = "" if send_copy_to_author or not author_email else author_email.lower()
+    return {"list_id": mailing_list_id, "topic_id": topic_id, "category_id": category_id, "exclude": exclude}
 
 
 def post_recipients(
@@ -142,14 +128,30 @@ def post_recipients(
     author_email: str | None,
     send_copy_to_author: bool,
 ) -> list[str]:
-    """Addresses that get an instant copy of a post in ``topic_id``, sorted (see :func:`recipients_query`)."""
-    query = recipients_query(
-        mailing_list_id, topic_id=topic_id, category_id=category_id,
-        exclude_email=None if send_copy_to_author else author_email,
-    )
-    return sorted({e.lower() for e in session.scalars(query)})
+    """Addresses that get an instant copy of a post in ``topic_id``, sorted (see _FROM_RECIPIENTS)."""
+    params = _params(mailing_list_id, topic_id, category_id, author_email, send_copy_to_author)
+    return sorted({e.lower() for e in session.scalars(_SELECT_RECIPIENTS, params)})
+
+
+def queue_post_copies(
+    session: Session,
+    mailing_list_id: int,
+    *,
+    message_pk: int,
+    topic_id: int,
+    category_id: int | None,
+    author_email: str | None,
+    send_copy_to_author: bool,
+    now: datetime,
+) -> int:
+    """Outbox rows (kind "post", dedupe_key "post:<message pk>") for every recipient, in one INSERT ... SELECT;
+    returns how many were queued."""
+    params = _params(mailing_list_id, topic_id, category_id, author_email, send_copy_to_author)
+    params.update(dedupe_key=f"post:{message_pk}", message_pk=message_pk, now=now)
+    result = session.execute(_QUEUE_COPIES, params)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 __all__ = [
-    "ROLES", "ListAddress", "classify_local", "list_names", "post_recipients", "recipients_query", "split_address",
+    "ROLES", "ListAddress", "classify_local", "list_names", "post_recipients", "queue_post_copies", "split_address",
 ]

@@ -36,6 +36,7 @@ from passerelle.mail.quotes import split_reply
 from passerelle.mail.subject import normalize_subject
 from passerelle.models import Member, Message, ModerationAction, Organisation, Sheet, SheetVersion, Topic
 from passerelle.models.sheet import KINDS, LEVELS, STATUSES
+from passerelle.overview import spreadsheet_safe
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ _LEGAL_RE = re.compile(
         \((?:UE|EU|CE|EG|CEE|EWG)\)\s*(?:n[°o.º]\s*|nr\.?\s*)?\d{1,4}/\d{1,4}
   | \b(?:loi|d[ée]cret|ordonnance|arr[êe]t[ée])\s+n[°o.º]\s*[\d][\d\-/.]*\d
   | \b(?:art(?:icle|ikel|icolo|[íi]culo)?s?\.?)\s+(?:[LRD]\.?\s*)?\d+[a-z]?(?:[\-.]\d+)*
-        (?:\s+(?:du|de\s+la|de\s+l['’]|des|of\s+the|der|des|del|della|dello|de)\s+[^\n,;:.()]{3,60})?
+        (?:\s+(?:(?:du|de\s+la|des|of\s+the|der|del|della|dello|de)\s+|de\s+l['’]\s*)
+           (?:(?!(?:et|and|und|ou|or|oder|sont|est|is|ist|e|y|o)\b)[^\W\d_][\w'’\-]*[ \t]*){1,4})?
   | \b(?:convention|abkommen|accord|convenzione|convenio)\s+(?:fiscale\s+)?(?:franco|germano|belgo|italo|hispano|
         luxembourgeois|franco-[a-zé]+|[a-zé]+-(?:allemande|belge|suisse|luxembourgeoise|italienne|espagnole))
         [a-zé\-]*(?:\s+du\s+\d{1,2}\s+\w+\s+\d{4})?
@@ -457,13 +459,14 @@ def record(sheet: Sheet, *, full: bool, base_url: str, data: Mapping[str, Any] |
 
 
 def csv_row(rec: Mapping[str, Any]) -> list[str]:
-    """A record as CSV cells in :data:`EXPORT_COLUMNS` order (countries joined by spaces; absent = "")."""
+    """A record as CSV cells in :data:`EXPORT_COLUMNS` order (countries joined by spaces; absent = ""; a
+    cell a spreadsheet would run as a formula starts with an apostrophe)."""
     out = []
     for column in EXPORT_COLUMNS:
         value = rec.get(column, "")
         if isinstance(value, list):
             value = " ".join(value)
-        out.append("" if value is None else str(value))
+        out.append(spreadsheet_safe(value))
     return out
 
 

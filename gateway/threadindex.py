@@ -12,8 +12,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, lazyload
 
 from passerelle.mail.subject import FORWARD_PREFIXES, subject_key
 from passerelle.mail.threading import Threader
@@ -85,8 +85,22 @@ def _follow_merges(session: Session, topic: Topic) -> Topic:
     return topic
 
 
+# pg_advisory_xact_lock(namespace, list id): one placing transaction per list at a time (see place_message).
+PG_PLACEMENT_LOCK = 0x7061_7373  # "pass"
+
+
 def place_message(ctx: MailContext) -> Placement:
     session = ctx.session
+    if session.get_bind().dialect.name == "postgresql":
+        # Several workers on PostgreSQL: a reply and its parent placed at the same time would each miss the
+        # other (neither committed yet) and open two topics, or one would read the other's thread refs
+        # half-way (READ COMMITTED) and split the thread. Placement and the post's writes are serialised
+        # per list until commit; parsing and the rules still run in parallel. SQLite writers are serialised
+        # by BEGIN IMMEDIATE already.
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, :list_id)"),
+            {"namespace": PG_PLACEMENT_LOCK, "list_id": ctx.mailing_list.id},
+        )
     threader = Threader(
         DbThreadIndex(session, ctx.mailing_list.id),
         subject_window=timedelta(days=int(ctx.settings.lists.subject_thread_window_days)),
@@ -100,7 +114,10 @@ def place_message(ctx: MailContext) -> Placement:
         parsed.date or ctx.now,
         subject_is_reply=parsed.subject_is_reply or bool(_FORWARD_START.match(parsed.subject)),
     )
-    topic = session.get(Topic, placed.topic_key) if placed.topic_key is not None else None
+    # Tags are loaded only if someone reads them (Topic.tags is selectin by default: one more query).
+    topic = (
+        session.get(Topic, placed.topic_key, options=[lazyload(Topic.tags)]) if placed.topic_key is not None else None
+    )
     if topic is not None:
         topic = _follow_merges(session, topic)
     parent_pk = None

@@ -86,27 +86,24 @@ def process_message(
     session: Session, settings: Settings, inbound: InboundMessage, *, now: datetime, resolver: Any = None
 ) -> Outcome:
     """Decide and do for one spool row, in the caller's transaction; returns the row's outcome."""
-    mailing_list = session.scalar(select(MailingList).where(MailingList.name == inbound.list_name))
-    if mailing_list is None:
-        return Outcome("shunted", f"the list {inbound.list_name!r} does not exist (any more)")
     raw = inbound.raw or b""
     try:
         parsed = parse_message(raw, max_bytes=max(DEFAULT_MAX_BYTES, len(raw)))
     except MessageParseError as exc:
         return Outcome("shunted", f"not a usable mail message: {exc.reason}")
-    sender: Member | None = None
-    subscription: Subscription | None = None
-    if parsed.from_addr:
-        found = session.execute(
-            select(Member, Subscription)
-            .outerjoin(
-                Subscription,
-                and_(Subscription.member_id == Member.id, Subscription.list_id == mailing_list.id),
-            )
-            .where(Member.email == parsed.from_addr.lower())
-        ).first()
-        if found is not None:
-            sender, subscription = found
+    # The list, the sender and their subscription in one query. The sender is the From address; only a
+    # message without a usable From is attributed to its envelope sender.
+    sender_address = (parsed.from_addr or inbound.envelope_from or "").lower()
+    found = session.execute(
+        select(MailingList, Member, Subscription)
+        .select_from(MailingList)
+        .outerjoin(Member, Member.email == sender_address)
+        .outerjoin(Subscription, and_(Subscription.member_id == Member.id, Subscription.list_id == MailingList.id))
+        .where(MailingList.name == inbound.list_name)
+    ).first()
+    if found is None:
+        return Outcome("shunted", f"the list {inbound.list_name!r} does not exist (any more)")
+    mailing_list, sender, subscription = found
     ctx = MailContext(
         session=session,
         settings=settings,

@@ -504,7 +504,8 @@ def search_messages(session: Session, query: SearchQuery) -> SearchPage:
                     message_pk=r.id, message_id=r.message_id, topic_id=r.topic_id, topic_subject=r.topic_subject,
                     topic_status=r.status, topic_outcome=r.outcome, escalation_level=r.escalation_level,
                     category_id=r.category_id, category_name=r.category_name or "", date=_aware(r.date),
-                    readable=True, subject=r.subject or "", author_name=r.from_name or "", author_address=r.from_addr or "",
+                    readable=True, subject=r.subject or "", author_name=r.from_name or "",
+                    author_address=r.from_addr or "",
                     subject_html=subject_html, snippet_html=snippet_html, rank=float(r.rank or 0.0),
                 )
             )

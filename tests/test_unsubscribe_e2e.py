@@ -98,6 +98,14 @@ class Stack:
             if len(mine()) >= count:
                 return mine()
             deadline.wait(0.05)
+        from passerelle.models import OutboxMessage, InboundMessage
+        with session_scope(self.factory) as s:
+            for o in s.scalars(select(OutboxMessage)):
+                print("OUTBOX", o.id, o.kind, o.recipient, o.status, o.attempts, o.next_attempt_at, o.last_error[:200])
+            for i in s.scalars(select(InboundMessage)):
+                print("INBOUND", i.id, i.status, i.reason[:300])
+        for r in mine():
+            print("GOT", message_from_bytes(r.data)["Subject"])
         raise AssertionError(f"{rcpt} received {len(mine())} mail(s), expected {count}")
 
     def status(self, email: str) -> str:

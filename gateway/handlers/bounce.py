@@ -36,6 +36,6 @@ def handle_bounce(ctx: MailContext, report: Any) -> Outcome:
     if not recorded:
         reason = "delivery report naming no recipient we can identify (recorded, not posted)"
     else:
-        reason = "bounce: " + ", ".join(recorded)
+        reason = "recorded for " + ", ".join(recorded)
     log.info("inbound #%s <%s>: %s", ctx.inbound.id, ctx.parsed.message_id, reason)
     return Outcome("bounce", reason[:2000])

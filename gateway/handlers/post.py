@@ -11,14 +11,14 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Integer, String, literal, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.context import MailContext
-from gateway.recipients import recipients_query
+from gateway.recipients import queue_post_copies
 from passerelle.mail.quotes import split_reply
 from passerelle.mail.subject import subject_key
-from passerelle.models import Attachment, Message, OutboxMessage, ThreadRef, Topic, UTCDateTime
+from passerelle.models import Attachment, Message, ThreadRef, Topic
 from passerelle.search import index_message
 
 from . import Outcome
@@ -150,41 +150,23 @@ def post_message(
     if ctx.subscription is not None:
         ctx.subscription.accepted_posts = (ctx.subscription.accepted_posts or 0) + 1
 
-    queued = _queue_copies(ctx, message, topic, from_addr) if fan_out else 0
+    queued = 0
+    if fan_out:
+        queued = queue_post_copies(
+            session,
+            ml.id,
+            message_pk=message.id,
+            topic_id=topic.id,
+            category_id=topic.category_id,
+            author_email=from_addr,
+            send_copy_to_author=bool(ctx.settings.lists.send_copy_to_author),
+            now=now,
+        )
     reason = (
         f"posted as message #{message.id} in {'new ' if created else ''}topic #{topic.id};"
         f" {queued} cop{'y' if queued == 1 else 'ies'} queued"
     )
     return Outcome("done", reason, message_pk=message.id, topic_id=topic.id, recipients=queued)
-
-
-def _queue_copies(ctx: MailContext, message: Message, topic: Topic, author_email: str) -> int:
-    """One outbox row per recipient, written by a single INSERT ... SELECT: the recipients never travel
-    through Python, whatever their number. Returns how many rows were queued."""
-    now = ctx.now
-    columns = [
-        literal("post", String()).label("kind"),
-        literal(f"post:{message.id}", String()).label("dedupe_key"),
-        literal(message.id, Integer()).label("message_pk"),
-        literal(ctx.mailing_list.id, Integer()).label("list_id"),
-        literal("pending", String()).label("status"),
-        literal(0, Integer()).label("attempts"),
-        literal(now, UTCDateTime()).label("next_attempt_at"),
-        literal("", String()).label("last_error"),
-        literal("", String()).label("claimed_by"),
-        literal(now, UTCDateTime()).label("created_at"),
-    ]
-    query = recipients_query(
-        ctx.mailing_list.id,
-        topic_id=topic.id,
-        category_id=topic.category_id,
-        exclude_email=None if ctx.settings.lists.send_copy_to_author else author_email,
-        columns=columns,
-    )
-    table = OutboxMessage.__table__
-    target = [table.c.recipient, *(table.c[c.name] for c in columns)]
-    result = ctx.session.execute(table.insert().from_select(target, query))
-    return int(result.rowcount or 0)
 
 
 def _is_answer(session: Session, topic: Topic, message: Message) -> bool:

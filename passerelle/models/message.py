@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from .base import Base
@@ -36,7 +36,7 @@ class Message(Base):
     html: Mapped[str | None] = deferred(mapped_column(Text))
     # True when body_text or subject is not the original (a moderator's #commands were removed): list copies
     # then carry body_text and subject instead of the original body and Subject.
-    body_edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    body_edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # The spool row holding the raw bytes ("view the raw message").
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
     # "smtp", "imap", "import", "web".

@@ -353,3 +353,34 @@ def test_templates_in_five_languages_with_the_same_fields(name: str) -> None:
     for lang in LANGS:
         subject, body = render(name, lang, **values)
         assert subject and body.strip()
+
+
+# ------------------------------------------------------------------------------------------ real mail
+
+
+def test_real_mail_holds_no_post_commands() -> None:
+    """Over every readable message of the real corpus, read as a moderator's post: no false command (a
+    hashtag, a Markdown heading, a "#include" line must never close or tag a topic)."""
+    from passerelle.mail.parse import MessageParseError, parse_message
+    from passerelle.mail.quotes import split_reply
+    from tests import corpus_dir
+
+    checked = 0
+    false_commands: list[str] = []
+    subject_requests: list[str] = []
+    for path in sorted(corpus_dir().rglob("*")):
+        if not path.is_file() or path.stat().st_size > 2_000_000 or path.suffix in (".md", ".json", ".py"):
+            continue
+        try:
+            parsed = parse_message(path.read_bytes())
+        except MessageParseError:
+            continue
+        checked += 1
+        new_text = split_reply(parsed.text).new_text
+        scan = cp.scan_post(parsed.subject, new_text)
+        false_commands.extend(f"{path.name}: {c.line}" for c in scan.commands)
+        request = cp.scan_request(parsed.normalized_subject, new_text)
+        subject_requests.extend(f"{path.name}: {c.line}" for c in request.commands if c.name == "confirm")
+    assert checked > 500, f"only {checked} corpus messages could be read"
+    assert false_commands == []
+    assert subject_requests == [], "a subject like 'Confirmation of Booking' is not a confirmation"

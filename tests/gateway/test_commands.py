@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from passerelle.models import (
     Message,
     ModerationAction,
     PendingConfirmation,
+    Sheet,
     Subscription,
     Tag,
     ThreadRef,
@@ -324,6 +326,7 @@ def test_signature_and_quotes_are_not_read(db: Session, settings: Settings, f: S
         b"\x00\x01\x02 garbage without headers",
         b"From: \r\nSubject: subscribe\r\n\r\nsubscribe\r\n",
         b"From: not an address\r\nSubject: help\r\n\r\nhelp\r\n",
+        b"From: <alice.martin@eurometropole.example>\r\nSubject: =?utf-8?q?help=0ABcc:_victim@example.org?=\r\n\r\n",
         b"From: <alice.martin@eurometropole.example>\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\n"
         b"\xff\xfe\x00d\x00a\x00",
         b"From: <alice.martin@eurometropole.example>\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n",
@@ -383,13 +386,24 @@ def test_moderator_commands_in_each_language(db: Session, settings: Settings, f:
     escalation = db.scalar(select(Escalation).where(Escalation.topic_id == topic.id))
     assert escalation is not None and escalation.note == "règlement 883/2004" and escalation.escalated_by_id == f.mod.id
     reply = run(f"#{_alias(hc, 'sheet', lang)} {_alias(cp.SHEET_KIND_ALIASES, 'practice', lang)}")
-    assert cp.phrase("sheet.unavailable", lang) in reply or cp.phrase("sheet.practice", lang) in reply
+    sheet = db.scalar(select(Sheet).where(Sheet.topic_id == topic.id))
+    assert sheet is not None and sheet.kind == "practice" and sheet.status == "draft"
+    assert f"http://archive.test/sheets/{sheet.id}" in reply
     run(f"#{_alias(hc, 'merge', lang)} {f.other.id}")
     assert topic.merged_into_id == f.other.id
     actions = [a.action for a in db.scalars(select(ModerationAction).where(ModerationAction.topic_id == topic.id)
                                             .order_by(ModerationAction.id))]
-    assert actions == ["tag", "category", "close", "reopen", "escalate", *(["sheet"] if "sheet" in actions else []),
-                       "merge"]
+    assert actions == ["tag", "category", "close", "reopen", "escalate", "sheet", "merge"]
+
+
+def test_sheet_command_without_the_sheets_module(db: Session, settings: Settings, f: SimpleNamespace,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # An installation without gateway.sheets answers that sheets are not available (None in sys.modules makes
+    # the import fail the way a missing module does).
+    monkeypatch.setitem(sys.modules, "gateway.sheets", None)
+    result = post(db, settings, f, "#sheet obstacle\n")
+    assert result.post is False
+    assert cp.phrase("sheet.unavailable", "fr") in last_reply(db, MOD)
 
 
 def test_forged_moderator_command_does_nothing_until_confirmed(db: Session, settings: Settings,

@@ -331,3 +331,29 @@ def test_thirty_megabytes_refused_at_default_limit(
         client.sendmail(AUTHOR, [LIST], big)
     assert refused.value.smtp_code == 552
     assert spool_statuses(session_factory) == []
+
+
+@pytest.mark.slow
+def test_end_to_end_ingest_rate(
+    service: GatewayService, smtp_sink: SmtpSink, session_factory: sessionmaker[Session]
+) -> None:
+    """Messages per second from the first SMTP command until every one is archived and fanned out."""
+    import smtplib
+    import time
+
+    count = 200
+    mails = [make_mail(message_id=f"rate-{n}@eurometropole.example", subject=f"Sujet {n // 2}" if n % 2 == 0
+                       else f"Re: Sujet {n // 2}") for n in range(count)]
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=30) as client:
+        for raw in mails:
+            client.sendmail(AUTHOR, [LIST], raw)
+    accepted = time.perf_counter() - started
+    wait_processed(session_factory, count, timeout=120)
+    archived = time.perf_counter() - started
+    smtp_sink.wait_for(count * len(READERS), timeout=120)
+    delivered = time.perf_counter() - started
+    print(f"\nend to end: {count} messages accepted in {accepted:.2f}s ({count / accepted:.0f}/s), archived in"
+          f" {archived:.2f}s ({count / archived:.0f} msg/s), {count * len(READERS)} copies delivered in {delivered:.2f}s")
+    assert [s for _, s, _ in spool_statuses(session_factory)] == ["done"] * count
+    assert count / archived >= 20

@@ -250,3 +250,22 @@ def test_reject_round_trip_through_the_worker(settings: Settings, session_factor
         to_author = list(session.scalars(select(OutboxMessage).where(OutboxMessage.recipient == STRANGER)
                                          .order_by(OutboxMessage.id)))
         assert b"Werbung ist hier nicht erlaubt" in (to_author[-1].payload or b"")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: =?utf-8?q?Ev=0Ail?= <evil@example.org>\r\nSubject: =?utf-8?q?a=0A=0DBcc:_victim@example.org?=\r\n\r\nx",
+        b"From: <evil@example.org>\r\nSubject: " + b"\xff\xfe{0}{list}%s" * 200 + b"\r\n\r\n\x00\x01",
+        b"Subject: no sender at all\r\n\r\nbody",
+        b"From: <evil@example.org>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: "
+        b"application/octet-stream\r\n\r\n" + bytes(range(256)) * 40 + b"\r\n--b--\r\n",
+    ],
+)
+def test_holding_garbage_mail(db: Session, settings: Settings, f: SimpleNamespace, raw: bytes) -> None:
+    ctx = make_ctx(db, settings, raw, mailing_list=f.ml)
+    held = hold_message(ctx, "not a member")
+    assert "\n" not in held.subject and "\r" not in held.subject
+    assert db.get(InboundMessage, held.inbound_id).status == "held"  # type: ignore[union-attr]
+    notices = outbox(db, MOD_FR)
+    assert len(notices) == 1 and "Bcc" not in notices[0]

@@ -4,20 +4,20 @@ table); a relay down for longer than relay.retry_for_hours makes the rows failed
 
 from __future__ import annotations
 
-import argparse
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from archive_web import create_app
 from gateway.delivery import deliver_pending, retry_delay
 from gateway.notices import queue_notice
-from passerelle.cli import cmd_status
 from passerelle.config import Settings
 from passerelle.db import make_engine, make_session_factory, session_scope
 from passerelle.models import OutboxMessage
-from tests.factories import make_list
+from tests.factories import make_list, make_member
 from tests.smtp_sink import SmtpSink
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -126,8 +126,8 @@ def test_a_deliverer_killed_mid_batch_is_taken_over(relay_settings: Settings, se
 
 
 def test_gives_up_after_retry_for_hours_and_shows_it(relay_settings: Settings,
-                                                     session_factory: sessionmaker[Session], smtp_sink: SmtpSink,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     session_factory: sessionmaker[Session],
+                                                     smtp_sink: SmtpSink) -> None:
     settings = relay_settings
     ids = _queue(session_factory, settings)
     smtp_sink.handler.refuse_data = "451 4.7.1 Greylisted, please try again later"
@@ -146,12 +146,21 @@ def test_gives_up_after_retry_for_hours_and_shows_it(relay_settings: Settings,
         assert 8 <= row.attempts <= 14 < passes
     assert smtp_sink.received == []
 
-    # Operators see them.
-    assert cmd_status(argparse.Namespace(), settings) == 0
-    out = capsys.readouterr().out
-    assert f"outbox: failed {len(ids)}" in out
+    # Operators see them, with the reason, on the web status page.
+    with session_scope(session_factory) as session:
+        operator, _ = make_member(session, "operator@example.org")
+        operator.is_operator = True
+        operator_id = operator.id
+    app = create_app(settings, session_factory=session_factory, clock=lambda: now)
+    client = app.test_client()
+    with client.session_transaction() as web_session:
+        web_session["mid"], web_session["exp"] = operator_id, now.timestamp() + 3600
+    page = client.get("/status")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
     for rcpt in RECIPIENTS:
-        assert f"to {rcpt}: gave up after" in out
+        assert re.search(rf"<td>{re.escape(rcpt)}</td><td>notice</td>.*?gave up after \d+ attempts over 3h", html)
+    assert "451 4.7.1 Greylisted" in html
 
 
 def test_a_permanent_refusal_is_not_retried(relay_settings: Settings, session_factory: sessionmaker[Session],

@@ -236,7 +236,7 @@ def test_failing_row_is_retried_then_shunted_with_its_bytes(
         session.execute(text("DROP TABLE message_search"))
     process_pending(settings, f, now=T0, limit=1)
     status, reason, attempts = _row(f, row)
-    assert (status, attempts) == ("new", 1) and reason.startswith("attempt 1 failed: OperationalError")
+    assert (status, attempts) == ("new", 1) and reason.startswith("attempt 1 failed: ") and "message_search" in reason
     process_pending(settings, f, now=T0)
     status, reason, attempts = _row(f, row)
     assert status == "shunted" and attempts == settings.worker.max_attempts
@@ -330,10 +330,10 @@ def test_ingest_rate(settings: Settings, session_factory: sessionmaker[Session],
     f = session_factory
     count = 300
     for n in range(count):
-        parent = f"<rate-{n - 1}@eurometropole.example>" if n % 2 else None
+        parent = f"rate-{n - 1}@eurometropole.example" if n % 2 else None
         raw = make_mail(subject=f"{'Re: ' if parent else ''}Sujet {n - (n % 2)}",
-                        message_id=f"rate-{n}@eurometropole.example", in_reply_to=parent.strip("<>") if parent else None,
-                        references=parent, sender=READERS[n % 3])
+                        message_id=f"rate-{n}@eurometropole.example", in_reply_to=parent,
+                        references=f"<{parent}>" if parent else None, sender=READERS[n % 3])
         _spool(f, raw, sender=READERS[n % 3])
     started = time.perf_counter()
     done = process_pending(settings, f, now=T0, limit=count)
@@ -342,4 +342,6 @@ def test_ingest_rate(settings: Settings, session_factory: sessionmaker[Session],
     print(f"\ningest: {count} messages in {elapsed:.2f}s = {rate:.0f} msg/s")
     assert done == count
     assert _count(f, Message) == count and _count(f, Topic) == count // 2
-    assert rate >= 50, f"ingest too slow: {rate:.0f} msg/s"
+    # A floor far below the goal (150 msg/s on SQLite on a quiet machine): the test machine is shared.
+    floor = 50 if session_factory.kw["bind"].dialect.name == "sqlite" else 10
+    assert rate >= floor, f"ingest too slow: {rate:.0f} msg/s"

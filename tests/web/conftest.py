@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from archive_web import create_app
 from passerelle import search
-from passerelle.mail.quotes import split_reply
 from passerelle.config import Settings
 from passerelle.db import make_engine
+from passerelle.mail.quotes import split_reply
 from passerelle.models import (
     Attachment,
     Category,
@@ -25,7 +25,6 @@ from passerelle.models import (
     MailingList,
     Member,
     Message,
-    Organisation,
     Tag,
     Topic,
 )
@@ -83,7 +82,14 @@ def app(settings: Settings, session_factory: sessionmaker[Session], clock: Clock
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    """A browser that asks for English pages (the site default is French; tests/web/test_i18n.py covers it)."""
+    return english_client(app)
+
+
+def english_client(app: Flask) -> FlaskClient:
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return test_client
 
 
 def raw_mail(*, message_id: str, subject: str, body: str, sender: str = "jean@strasbourg.eu") -> bytes:
@@ -198,8 +204,10 @@ def forum(db: Session) -> Forum:
     pub_topic, pub_msgs = add_topic(
         db, ml, public, "Fiscalité des frontaliers en télétravail",
         [
-            (member, "Bonjour,\nComment est imposé le télétravail des frontaliers ?\nhttps://example.org/doc\n-- \nJean"),
-            (other, "Guten Tag,\ndas Abkommen regelt die Besteuerung.\n\nLe 2 nov. 2026, Jean a écrit :\n> Bonjour,\n> Comment est imposé"),
+            (member, "Bonjour,\nComment est imposé le télétravail des frontaliers ?\n"
+                     "https://example.org/doc\n-- \nJean"),
+            (other, "Guten Tag,\ndas Abkommen regelt die Besteuerung.\n\n"
+                    "Le 2 nov. 2026, Jean a écrit :\n> Bonjour,\n> Comment est imposé"),
         ],
         start=start, status="answered", tags=[tag],
     )
@@ -256,4 +264,4 @@ def operator_client(client: FlaskClient, forum: Forum) -> FlaskClient:
     return client
 
 
-__all__ = ["NOW", "Clock", "Forum", "add_attachment", "add_topic", "csrf", "raw_mail", "sign_in"]
+__all__ = ["NOW", "Clock", "Forum", "add_attachment", "add_topic", "csrf", "english_client", "raw_mail", "sign_in"]

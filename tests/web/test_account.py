@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from gateway.delivery import unsubscribe_url
 from passerelle import tokens
 from passerelle.models import CategoryFollow, Member, PendingConfirmation, Subscription, TopicFollow
-from tests.web.conftest import NOW, Forum, csrf
+from tests.web.conftest import NOW, Forum, csrf, english_client
 
 
 def subscription(db: Session, member_id: int) -> Subscription:
@@ -93,14 +93,14 @@ def test_unsubscribe_everything_and_come_back(member_client: FlaskClient, forum:
     assert subscription(db, forum.member_id).status == "active"
 
 
-def test_one_click_unsubscribe(client: FlaskClient, forum: Forum, db: Session, settings) -> None:  # noqa: ANN001
+def test_one_click_unsubscribe(client: FlaskClient, forum: Forum, db: Session, settings) -> None:
     url = unsubscribe_url(settings, "forum", "Jean@Strasbourg.eu")
     path = url.replace("http://archive.test", "")
     page = client.get(path)
     assert page.status_code == 200 and b"Unsubscribe" in page.data and b"jean@strasbourg.eu" in page.data
     assert subscription(db, forum.member_id).status == "active"
     # RFC 8058: the mail client POSTs "List-Unsubscribe=One-Click", with no cookie and no CSRF token.
-    fresh = client.application.test_client()
+    fresh = english_client(client.application)
     r = fresh.post(path, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded")
     assert r.status_code == 200
     assert subscription(db, forum.member_id).status == "unsubscribed"
@@ -108,14 +108,14 @@ def test_one_click_unsubscribe(client: FlaskClient, forum: Forum, db: Session, s
                       content_type="application/x-www-form-urlencoded").status_code == 200
 
 
-def test_unsubscribe_token_by_subscription_id(client: FlaskClient, forum: Forum, db: Session, settings) -> None:  # noqa: ANN001
+def test_unsubscribe_token_by_subscription_id(client: FlaskClient, forum: Forum, db: Session, settings) -> None:
     sub = subscription(db, forum.member_id)
     token = tokens.sign(settings, "unsubscribe", {"s": sub.id})
     assert client.post(f"/u/{token}").status_code == 200
     assert subscription(db, forum.member_id).status == "unsubscribed"
 
 
-def test_bad_unsubscribe_tokens(client: FlaskClient, forum: Forum, settings) -> None:  # noqa: ANN001
+def test_bad_unsubscribe_tokens(client: FlaskClient, forum: Forum, settings) -> None:
     other_purpose = tokens.sign(settings, "digest-follow", {"s": 1})
     gone = tokens.sign(settings, "unsubscribe", {"list": "forum", "email": "nobody@x.example"})
     for token, code in (("garbage", 400), (other_purpose, 400), (gone, 404), ("a" * 500, 400)):

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from passerelle.models import LoginToken, OutboxMessage
-from tests.web.conftest import Clock, Forum, csrf
+from tests.web.conftest import Clock, Forum, csrf, english_client
 
 LINK = re.compile(r"http://archive\.test/login/[A-Za-z0-9_-]+(?:\?next=\S+)?")
 
@@ -24,7 +24,9 @@ def ask_link(client: FlaskClient, email: str, next_path: str = "") -> int:
 
 def mailed_link(db: Session, to: str) -> str:
     db.rollback()
-    row = db.scalars(select(OutboxMessage).where(OutboxMessage.recipient == to).order_by(OutboxMessage.id.desc())).first()
+    row = db.scalars(
+        select(OutboxMessage).where(OutboxMessage.recipient == to).order_by(OutboxMessage.id.desc())
+    ).first()
     assert row is not None, "no sign-in mail queued"
     mail = message_from_bytes(row.payload, policy=policy.default)
     body = mail.get_content()
@@ -51,12 +53,12 @@ def test_sign_in_by_link(client: FlaskClient, forum: Forum, db: Session) -> None
     account = client.get("/account")
     assert account.status_code == 200 and b"jean@strasbourg.eu" in account.data
     # The link works once.
-    client2 = client.application.test_client()
+    client2 = english_client(client.application)
     assert client2.get(path).status_code == 400
     assert client2.post(path.split("?")[0], data={"csrf_token": csrf(client2)}).status_code == 400
 
 
-def test_link_expires(client: FlaskClient, forum: Forum, db: Session, clock: Clock, settings) -> None:  # noqa: ANN001
+def test_link_expires(client: FlaskClient, forum: Forum, db: Session, clock: Clock, settings) -> None:
     ask_link(client, "jean@strasbourg.eu")
     path = mailed_link(db, "jean@strasbourg.eu").replace("http://archive.test", "")
     clock.advance(minutes=settings.web.login_link_minutes + 1)
@@ -92,7 +94,7 @@ def test_invalid_addresses(client: FlaskClient, forum: Forum) -> None:
         assert b"<script>@" not in r.data
 
 
-def test_session_expires(client: FlaskClient, forum: Forum, db: Session, clock: Clock, settings) -> None:  # noqa: ANN001
+def test_session_expires(client: FlaskClient, forum: Forum, db: Session, clock: Clock, settings) -> None:
     ask_link(client, "jean@strasbourg.eu")
     path = mailed_link(db, "jean@strasbourg.eu").replace("http://archive.test", "")
     client.post(path, data={"csrf_token": csrf(client)})

@@ -21,7 +21,7 @@ from passerelle.models import (
     Subscription,
     Topic,
 )
-from tests.web.conftest import NOW, Forum, csrf, raw_mail, sign_in
+from tests.web.conftest import NOW, Forum, csrf, english_client, raw_mail, sign_in
 
 PAGES = ("/moderation/", "/moderation/categories", "/moderation/members", "/moderation/organisations")
 
@@ -88,7 +88,8 @@ def test_held_queue_approve(moderator_client: FlaskClient, forum: Forum, db: Ses
     assert "Question d&#39;un non-membre" in page and "stranger@x.example" in page
     detail = moderator_client.get(f"/moderation/held/{held.id}").get_data(as_text=True)
     assert "je voudrais savoir" in detail
-    r = moderator_client.post(f"/moderation/held/{held.id}", data={"action": "approve", "csrf_token": csrf(moderator_client)})
+    r = moderator_client.post(f"/moderation/held/{held.id}",
+                              data={"action": "approve", "csrf_token": csrf(moderator_client)})
     assert r.status_code == 303
     db.rollback()
     held = db.get(HeldMessage, held.id)
@@ -144,8 +145,8 @@ def test_create_rename_and_open_a_category(moderator_client: FlaskClient, forum:
         "list": 999, "name": "Z", "public_access": "full", "csrf_token": token}).status_code == 404
 
 
-def test_opening_a_category_opens_its_topics(moderator_client: FlaskClient, forum: Forum, app) -> None:  # noqa: ANN001
-    anonymous = app.test_client()
+def test_opening_a_category_opens_its_topics(moderator_client: FlaskClient, forum: Forum, app) -> None:
+    anonymous = english_client(app)
     assert b"Xavier" not in anonymous.get(f"/t/{forum.private_topic_id}").data
     moderator_client.post(f"/moderation/categories/{forum.private_category_id}", data={
         "name": "Santé", "public_access": "full", "csrf_token": csrf(moderator_client)})

@@ -10,10 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from passerelle.models import CategoryFollow, Member, Message, Topic, TopicFollow
-from tests.web.conftest import NOW, Forum, add_topic, csrf
+from tests.web.conftest import NOW, Forum, add_topic, csrf, english_client
 
 
-def text(response) -> str:  # noqa: ANN001
+def text(response) -> str:
     return response.get_data(as_text=True)
 
 
@@ -72,7 +72,7 @@ def test_category_page_and_slug_redirect(client: FlaskClient, forum: Forum) -> N
     assert client.get("/c/999999").status_code == 404
 
 
-def test_topic_list_paginates(client: FlaskClient, forum: Forum, db: Session, settings) -> None:  # noqa: ANN001
+def test_topic_list_paginates(client: FlaskClient, forum: Forum, db: Session, settings) -> None:
     from passerelle.models import Category, MailingList
 
     ml = db.get(MailingList, forum.list_id)
@@ -90,14 +90,14 @@ def test_topic_list_paginates(client: FlaskClient, forum: Forum, db: Session, se
 
 def test_thread_page_public_category(client: FlaskClient, forum: Forum) -> None:
     page = text(client.get(f"/t/{forum.public_topic_id}"))
-    assert 'id="m%d"' % forum.public_message_pk in page
+    assert f'id="m{forum.public_message_pk}"' in page
     assert "Comment est imposé le télétravail" in page
     # The quote of the reply and the signature are folded, and work without JavaScript (<details>).
     assert '<details class="folded folded-quote">' in page
     assert '<details class="folded folded-signature">' in page
     assert '<a href="https://example.org/doc" rel="nofollow noopener noreferrer ugc">' in page
     assert f'href="/a/{forum.public_attachment_id}/note%20fiscale.pdf"' in page
-    assert "/m/t%d.0@test.example/raw" % forum.public_topic_id in page
+    assert f"/m/t{forum.public_topic_id}.0@test.example/raw" in page
     # Public readers see names, not addresses.
     assert "Jean Dupont" in page and "jean@strasbourg.eu" not in page
 
@@ -174,8 +174,8 @@ def test_raw_message_private(client: FlaskClient, member_client: FlaskClient, fo
     assert member_page.status_code == 200 and b"Xavier" in member_page.data
 
 
-def test_raw_message_refused_to_public(app, forum: Forum) -> None:  # noqa: ANN001
-    r = app.test_client().get(f"/m/t{forum.private_topic_id}.0@test.example/raw")
+def test_raw_message_refused_to_public(app, forum: Forum) -> None:
+    r = english_client(app).get(f"/m/t{forum.private_topic_id}.0@test.example/raw")
     assert r.status_code == 404
     assert b"Xavier" not in r.data and b"sign in" in r.data
 
@@ -234,7 +234,10 @@ def test_formatted_version_of_html_mail(client: FlaskClient, forum: Forum, db: S
     from tests.web.conftest import add_attachment
 
     msg = db.get(Message, forum.public_message_pk)
-    msg.html = '<p>Voir <b>le tableau</b><img src="cid:chart@x" alt="graphique"><img src="https://tracker.example/p.gif" alt="pixel"></p>'
+    msg.html = (
+        '<p>Voir <b>le tableau</b><img src="cid:chart@x" alt="graphique">'
+        '<img src="https://tracker.example/p.gif" alt="pixel"></p>'
+    )
     add_attachment(db, msg, "chart.png", "image/png", b"\x89PNG fake", content_id="<chart@x>", inline=True)
     db.commit()
     page = text(client.get(f"/t/{forum.public_topic_id}"))
@@ -247,7 +250,7 @@ def test_formatted_version_of_html_mail(client: FlaskClient, forum: Forum, db: S
     assert "tracker.example" not in html and "[pixel]" in html
 
 
-def test_no_n_plus_one_on_topic_list(client: FlaskClient, forum: Forum, db: Session, engine) -> None:  # noqa: ANN001
+def test_no_n_plus_one_on_topic_list(client: FlaskClient, forum: Forum, db: Session, engine) -> None:
     from sqlalchemy import event
 
     from passerelle.models import Category, MailingList

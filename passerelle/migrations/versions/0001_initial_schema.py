@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 18:53:12.993670
+Create Date: 2026-11-23 19:29:15.670151
 """
 from alembic import op
 import sqlalchemy as sa
@@ -306,6 +306,7 @@ def upgrade() -> None:
     sa.Column('body_text', sa.Text(), nullable=True),
     sa.Column('new_text', sa.Text(), nullable=True),
     sa.Column('html', sa.Text(), nullable=True),
+    sa.Column('body_edited', sa.Boolean(), server_default=sa.text('(false)'), nullable=False),
     sa.Column('inbound_id', sa.Integer(), nullable=True),
     sa.Column('source', sa.String(length=10), nullable=False),
     sa.ForeignKeyConstraint(['author_id'], ['members.id'], name=op.f('fk_messages_author_id_members')),
