@@ -13,6 +13,7 @@ import logging
 import os
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -108,36 +109,51 @@ def _claim(settings: Settings, factory: sessionmaker[Session], *, now: datetime,
         )
 
 
-def _prepare(
-    settings: Settings, session: Session, ids: list[int], *, now: datetime, dmarc: DmarcChecker | None
-) -> list[_Outgoing]:
-    rows = list(
-        session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id))
-    )
-    list_ids = {r.list_id for r in rows if r.list_id is not None}
-    lists = {ml.id: ml for ml in session.scalars(select(MailingList).where(MailingList.id.in_(list_ids)))}
+@dataclass
+class _Batch:
+    rows: list[OutboxMessage]
+    lists: dict[int, MailingList]
+    messages: dict[int, Message]
+    raws: dict[int, bytes]
+    payloads: dict[int, bytes | None]
+
+
+def _load(factory: sessionmaker[Session], ids: list[int]) -> _Batch:
+    """Everything the batch needs, in one short read; the copies are built after it (DNS lookups for DMARC
+    must not run while a transaction holds SQLite's write lock)."""
+    with session_scope(factory) as session:
+        rows = list(
+            session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id))
+        )
+        list_ids = {r.list_id for r in rows if r.list_id is not None}
+        lists = {ml.id: ml for ml in session.scalars(select(MailingList).where(MailingList.id.in_(list_ids)))}
+        message_pks = {r.message_pk for r in rows if r.kind == "post" and r.message_pk is not None}
+        messages = {
+            m.id: m
+            for m in session.scalars(
+                select(Message).where(Message.id.in_(message_pks)).options(undefer(Message.body_text))
+            )
+        }
+        inbound_ids = {m.inbound_id for m in messages.values() if m.inbound_id is not None}
+        raws: dict[int, bytes] = {
+            row.id: row.raw
+            for row in session.execute(
+                select(InboundMessage.id, InboundMessage.raw).where(InboundMessage.id.in_(inbound_ids))
+            )
+        }
+        payload_ids = [r.id for r in rows if r.kind != "post" or r.message_pk is None]
+        payloads: dict[int, bytes | None] = {
+            row.id: row.payload
+            for row in session.execute(
+                select(OutboxMessage.id, OutboxMessage.payload).where(OutboxMessage.id.in_(payload_ids))
+            )
+        }
+    return _Batch(rows, lists, messages, raws, payloads)
+
+
+def _prepare(settings: Settings, batch: _Batch, *, now: datetime, dmarc: DmarcChecker | None) -> list[_Outgoing]:
+    rows, lists, messages, raws, payloads = batch.rows, batch.lists, batch.messages, batch.raws, batch.payloads
     default_list = settings.lists.default_list
-    message_pks = {r.message_pk for r in rows if r.kind == "post" and r.message_pk is not None}
-    messages = {
-        m.id: m
-        for m in session.scalars(
-            select(Message).where(Message.id.in_(message_pks)).options(undefer(Message.body_text))
-        )
-    }
-    inbound_ids = {m.inbound_id for m in messages.values() if m.inbound_id is not None}
-    raws: dict[int, bytes] = {
-        row.id: row.raw
-        for row in session.execute(
-            select(InboundMessage.id, InboundMessage.raw).where(InboundMessage.id.in_(inbound_ids))
-        )
-    }
-    payload_ids = [r.id for r in rows if r.kind != "post" or r.message_pk is None]
-    payloads: dict[int, bytes | None] = {
-        row.id: row.payload
-        for row in session.execute(
-            select(OutboxMessage.id, OutboxMessage.payload).where(OutboxMessage.id.in_(payload_ids))
-        )
-    }
     strict_cache: dict[str, bool] = {}
     out: list[_Outgoing] = []
     for row in rows:
@@ -348,25 +364,30 @@ def deliver_pending(
     dmarc: DmarcChecker | None = None,
     max_batches: int | None = None,
     worker_id: str | None = None,
+    before_transaction: Callable[[], None] | None = None,
 ) -> DeliveryStats:
     """Send every outbox row due at ``now`` (batch after batch) and record each result.
 
     ``dmarc``: a long-lived checker (its cache is kept between calls); otherwise one is made for this call
-    from ``resolver`` (a dnspython-like stub in tests, None for the system resolver).
+    from ``resolver`` (a dnspython-like stub in tests, None for the system resolver). ``before_transaction``
+    is called before each transaction (see gateway.smtp.SpoolGate).
     """
+    pause = before_transaction or (lambda: None)
     if dmarc is None and settings.dmarc.enabled:
         dmarc = DmarcChecker.from_settings(settings, resolver=resolver)
     worker_id = worker_id or worker_identity("delivery")
     stats = DeliveryStats()
     while max_batches is None or stats.batches < max_batches:
+        pause()
         ids = _claim(settings, factory, now=now, worker_id=worker_id)
         if not ids:
             break
         stats.batches += 1
         stats.claimed += len(ids)
-        with session_scope(factory) as session:
-            items = _prepare(settings, session, ids, now=now, dmarc=dmarc)
+        pause()
+        items = _prepare(settings, _load(factory, ids), now=now, dmarc=dmarc)
         _send_batch(settings, items)
+        pause()
         _record(settings, factory, items, now=now, stats=stats)
         if all(i.result is not None and i.result[0] == 0 for i in items if not i.build_error) and items:
             # The relay is unreachable: stop here, the rows are rescheduled with backoff.

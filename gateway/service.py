@@ -21,7 +21,7 @@ from passerelle.config import Settings
 from .claims import worker_identity
 from .delivery import deliver_pending
 from .dmarc import DmarcChecker
-from .smtp import GatewayController, build_controller
+from .smtp import GatewayController, SpoolGate, build_controller
 from .worker import process_pending
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class GatewayService:
         self._worker_loop: _Loop | None = None
         self._delivery_loop: _Loop | None = None
         self._started = False
+        self.gate = SpoolGate()
 
     @property
     def smtp_port(self) -> int:
@@ -123,7 +124,8 @@ class GatewayService:
     def _worker_step(self) -> bool:
         worker_id = worker_identity("worker")
         processed = process_pending(
-            self.settings, self.factory, now=self.clock(), resolver=self.resolver, worker_id=worker_id
+            self.settings, self.factory, now=self.clock(), resolver=self.resolver, worker_id=worker_id,
+            before_transaction=self.gate.wait_idle,
         )
         if processed:
             self.wake_delivery()
@@ -132,7 +134,7 @@ class GatewayService:
     def _delivery_step(self) -> bool:
         stats = deliver_pending(
             self.settings, self.factory, now=self.clock(), dmarc=self.dmarc, resolver=self.resolver,
-            worker_id=worker_identity("delivery"),
+            worker_id=worker_identity("delivery"), before_transaction=self.gate.wait_idle,
         )
         # Busy only when something went out: rows rescheduled for later must not make the loop spin.
         return stats.sent > 0 or stats.failed > 0
@@ -149,7 +151,7 @@ class GatewayService:
             self._delivery_loop.start()
         if self._run_smtp:
             self.controller = build_controller(
-                self.settings, self.factory, clock=self.clock, on_spooled=self.wake_worker
+                self.settings, self.factory, clock=self.clock, on_spooled=self.wake_worker, gate=self.gate
             )
             try:
                 self.controller.start()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,9 @@ from .recipients import ListAddress, classify_local, list_names, split_address
 log = logging.getLogger(__name__)
 
 REPLY_TEMPFAIL_STORE = "451 4.3.0 temporarily unable to store the message, try again later"
+# Seconds the known list names are reused at RCPT before being read again (an unknown name is always
+# checked against the database, so a list created a second ago is found).
+LIST_NAMES_TTL = 30.0
 REPLY_TEMPFAIL_LOOKUP = "451 4.3.0 temporarily unable to check this recipient, try again later"
 _TARGETS_ATTR = "passerelle_targets"
 
@@ -37,6 +42,36 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+class SpoolGate:
+    """Gives SMTP's spool commits priority over the worker and the deliverer of the same process.
+
+    SQLite has one writer at a time. A worker taking the write lock again right after each commit would
+    leave a waiting SMTP session asleep in SQLite's busy handler (sleeps of up to 100 ms between tries) for
+    as long as the spool has work: each sender would wait seconds for its 250. The worker and deliverer
+    call :meth:`wait_idle` before each transaction; the SMTP handler holds the gate while it commits.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._in_flight = 0
+
+    def __enter__(self) -> SpoolGate:
+        with self._cond:
+            self._in_flight += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout: float = 1.0) -> None:
+        """Return when no spool commit is in flight, or after ``timeout`` (the worker is never starved)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._in_flight == 0, timeout)
 
 
 class GatewayHandler:
@@ -50,16 +85,27 @@ class GatewayHandler:
         *,
         clock: Callable[[], datetime],
         on_spooled: Callable[[list[int]], None] | None = None,
+        gate: SpoolGate | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.clock = clock
         self.on_spooled = on_spooled
+        self.gate = gate or SpoolGate()
         self.domain = settings.lists.domain.lower()
+        self._names: list[str] = []
+        self._names_until = 0.0
+        self._names_lock = threading.Lock()
 
-    def _list_names(self) -> list[str]:
-        with session_scope(self.factory) as session:
-            return list_names(session)
+    def _list_names(self, *, fresh: bool) -> list[str]:
+        with self._names_lock:
+            if not fresh and time.monotonic() < self._names_until:
+                return self._names
+        with self.gate, session_scope(self.factory) as session:
+            names = list_names(session)
+        with self._names_lock:
+            self._names, self._names_until = names, time.monotonic() + LIST_NAMES_TTL
+        return names
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -76,11 +122,14 @@ class GatewayHandler:
             return "452 4.5.3 too many recipients in one message, send the rest separately"
         loop = asyncio.get_running_loop()
         try:
-            names = await loop.run_in_executor(None, self._list_names)
+            names = await loop.run_in_executor(None, lambda: self._list_names(fresh=False))
+            target = classify_local(local, names)
+            if target is None:
+                names = await loop.run_in_executor(None, lambda: self._list_names(fresh=True))
+                target = classify_local(local, names)
         except Exception:
             log.exception("RCPT %s: cannot read the list names", address)
             return REPLY_TEMPFAIL_LOOKUP
-        target = classify_local(local, names)
         if target is None:
             shown = ", ".join(f"{n}@{self.domain}" for n in names[:10]) or "(none yet)"
             more = f" and {len(names) - 10} more" if len(names) > 10 else ""
@@ -115,9 +164,10 @@ class GatewayHandler:
         loop = asyncio.get_running_loop()
 
         def _spool() -> list[int]:
-            return spool_for_lists(
-                self.factory, raw, source="smtp", envelope_from=mail_from, targets=spool_targets, now=now
-            )
+            with self.gate:
+                return spool_for_lists(
+                    self.factory, raw, source="smtp", envelope_from=mail_from, targets=spool_targets, now=now
+                )
 
         try:
             row_ids = await asyncio.wait_for(
@@ -168,11 +218,13 @@ def build_controller(
     *,
     clock: Callable[[], datetime],
     on_spooled: Callable[[list[int]], None] | None = None,
+    gate: SpoolGate | None = None,
 ) -> GatewayController:
-    """A ready-to-start SMTP controller on settings.smtp.host:port (port 0: a free port is chosen)."""
+    """A ready-to-start SMTP controller on settings.smtp.host:port (port 0: a free port is chosen).
+    ``gate``: shared with the worker and deliverer of the same process (see SpoolGate)."""
     host = settings.smtp.host
     port = settings.smtp.port or _free_port(host)
-    handler = GatewayHandler(settings, factory, clock=clock, on_spooled=on_spooled)
+    handler = GatewayHandler(settings, factory, clock=clock, on_spooled=on_spooled, gate=gate)
     return GatewayController(
         handler,
         line_length_limit=max(1001, int(settings.smtp.max_line_length)),
@@ -186,4 +238,4 @@ def build_controller(
     )
 
 
-__all__ = ["GatewayController", "GatewayHandler", "build_controller"]
+__all__ = ["GatewayController", "GatewayHandler", "SpoolGate", "build_controller"]

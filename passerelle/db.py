@@ -30,9 +30,7 @@ def make_engine(
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_directory(url)
         kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
         engine = create_engine(url, **kwargs)
 
@@ -58,6 +56,14 @@ def make_engine(
     kwargs["pool_size"] = 10
     kwargs["max_overflow"] = 20
     return create_engine(url, **kwargs)
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """Create the folder of a SQLite database file (./var on a fresh checkout)."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -113,5 +119,6 @@ def migrate(url: str) -> None:
     """Bring the database at ``url`` to the newest schema (alembic upgrade head)."""
     from alembic import command
 
+    ensure_sqlite_directory(url)
     command.upgrade(alembic_config(url), "head")
     log.info("database schema is up to date")

@@ -182,12 +182,6 @@ def _check(engine: Engine, sink: SmtpSink, count: int, outcomes: list[tuple], pr
             for n in range(count) if _parent(n) is not None
             and topic_of[f"mp-{n}@members.example.org"] != topic_of[f"mp-{_chain(n)[0]}@members.example.org"]
         }
-        if split:
-            from passerelle.models import ThreadRef
-            involved = {f"mp-{k}@members.example.org" for n in split for k in [n, *_chain(n)]}
-            rows = session.execute(select(InboundMessage.message_id_header, InboundMessage.reason, InboundMessage.attempts).where(InboundMessage.message_id_header.in_(involved))).all()
-            refs = session.execute(select(ThreadRef.message_id, ThreadRef.topic_id, ThreadRef.is_ghost).where(ThreadRef.message_id.in_(involved))).all()
-            print("DEBUG", rows, refs)
         assert not split, f"replies not in their thread's topic (post: (its topic, root's topic)): {split}"
         roots = sum(1 for n in range(count) if _parent(n) is None)
         assert session.scalar(select(func.count()).select_from(Topic)) == roots

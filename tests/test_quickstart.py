@@ -23,6 +23,11 @@ from tests.smtp_sink import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
 def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float, seen: list[str]) -> None:
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -57,7 +62,7 @@ def test_demo_serves_mail_and_web(tmp_path: Path) -> None:
     seen: list[str] = []
     try:
         _wait_for_line(proc, "Stop with Ctrl-C", 90, seen)
-        home = urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10).read().decode()
+        home = _get(f"http://127.0.0.1:{web_port}/")
         assert "Forum du réseau transfrontalier" in home
 
         msg = EmailMessage()
@@ -80,9 +85,10 @@ def test_demo_serves_mail_and_web(tmp_path: Path) -> None:
         assert len(copies) >= 4, f"expected copies to the instant subscribers, got {len(copies)}"
         assert all(b"List-Unsubscribe:" in p.read_bytes() for p in copies)
 
-        listing = urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10).read().decode()
-        assert "Covoiturage transfrontalier" in listing or "Covoiturage" in urllib.request.urlopen(
-            f"http://127.0.0.1:{web_port}/topics", timeout=10).read().decode()
+        deadline = time.monotonic() + 10
+        while "Covoiturage transfrontalier" not in _get(f"http://127.0.0.1:{web_port}/topics"):
+            assert time.monotonic() < deadline, "the new topic is not in the web archive's topic list"
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -90,4 +96,7 @@ def test_demo_serves_mail_and_web(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise AssertionError("serve did not stop within 30 s of SIGTERM") from None
+        if proc.stdout is not None:
+            seen.extend(proc.stdout.readlines())
+            proc.stdout.close()
     assert proc.returncode == 0, "".join(seen)

@@ -143,6 +143,27 @@ def test_subscribe_in_each_language_then_confirm_by_reply(db: Session, settings:
     assert "forum@forum.test" in welcome
 
 
+@pytest.mark.parametrize("lang", LANGS)
+def test_unsubscribe_follow_mute_and_enable_in_each_language(db: Session, settings: Settings, f: SimpleNamespace,
+                                                            lang: str) -> None:
+    f.alice.language = lang
+    f.alice_sub.status = "disabled"
+    db.flush()
+    words = {name: cp.MEMBER_ALIASES[name][lang][0] for name in ("follow", "mute", "enable", "unsubscribe")}
+    request(db, settings, f, f"{words['enable']}\n{words['follow']} {f.other.id}\n{words['mute']} {f.topic.id}\n")
+    db.refresh(f.alice_sub)
+    assert f.alice_sub.status == "active"
+    assert db.get(TopicFollow, (f.alice.id, f.other.id)).mode == "follow"  # type: ignore[union-attr]
+    assert db.get(TopicFollow, (f.alice.id, f.topic.id)).mode == "mute"  # type: ignore[union-attr]
+    reply = last_reply(db)
+    assert cp.phrase("enable.done", lang, list="forum") in reply
+    assert REPLY_MARK[lang] in reply
+    request(db, settings, f, words["unsubscribe"], signed=True)
+    db.refresh(f.alice_sub)
+    assert f.alice_sub.status == "unsubscribed"
+    assert cp.phrase("unsub.done", lang, list="forum", request="forum-request@forum.test") in last_reply(db)
+
+
 def test_confirm_by_in_reply_to_subject_token_body_line_and_web(db: Session, settings: Settings,
                                                                 f: SimpleNamespace) -> None:
     addresses = [f"p{i}@example.org" for i in range(4)]

@@ -99,7 +99,7 @@ def test_held_queue_approve(moderator_client: FlaskClient, forum: Forum, db: Ses
     action = db.scalars(select(ModerationAction).where(ModerationAction.action == "approve")).one()
     assert action.via == "web"
     after = moderator_client.get("/moderation/").get_data(as_text=True)
-    assert "is accepted" in after or "accepté" in after  # the gateway's sentence, in the reader's language
+    assert "is approved and will be posted" in after  # the gateway's sentence, in the reader's language
     assert "No message is waiting for a decision." in after
 
 
