@@ -11,12 +11,10 @@ does the period again; a second process doing the same period fails on the uniqu
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -49,14 +47,38 @@ class DigestTickResult:
     details: list[str] = field(default_factory=list)
 
 
-def _last_untils(session: Session) -> dict[tuple[int, str], datetime]:
-    """{(subscription id, period): end of the newest period done} for every subscription, in one query."""
-    rows = session.execute(
-        select(DigestRun.subscription_id, DigestRun.period, func.max(DigestRun.until)).group_by(
-            DigestRun.subscription_id, DigestRun.period
-        )
-    )
-    return {(sub_id, period): until for sub_id, period, until in rows}
+def _last_untils(session: Session) -> dict[int, datetime]:
+    """{subscription id: end of its newest digest, daily or weekly}, in one query."""
+    query = select(DigestRun.subscription_id, func.max(DigestRun.until)).group_by(DigestRun.subscription_id)
+    return dict(session.execute(query).all())  # type: ignore[arg-type]
+
+
+def _periods_for(
+    sub: Subscription, last_until: datetime | None, now: datetime, *, hour: int, weekday: int, zone: ZoneInfo,
+    catch_up_days: int,
+) -> list[Period]:
+    """The periods to do now for one subscription.
+
+    * Never had a digest: the newest due period, unless it ended before the member subscribed.
+    * Changed since its last digest (daily <-> weekly, back from instant or no mail, re-enabled after
+      bounces: Subscription.updated_at is later): one digest, the newest due, covering everything since that
+      last digest (if within catch_up_days), so that nothing is lost between the two modes and nothing
+      already sent comes again.
+    * Otherwise every period due since the last one (catch-up after downtime, one per period).
+    """
+    kind = sub.delivery_mode
+    if last_until is None or (sub.updated_at is not None and sub.updated_at > last_until):
+        newest = due_periods(kind, now, zone, hour=hour, weekday=weekday, last_until=None,
+                             catch_up_days=catch_up_days)[0]
+        if last_until is None:
+            return [newest] if newest.until > sub.created_at else []
+        if newest.until <= last_until:
+            return []
+        if last_until >= now - timedelta(days=catch_up_days) or last_until > newest.since:
+            newest = Period(kind, newest.local_date, last_until, newest.until)
+        return [newest]
+    return due_periods(kind, now, zone, hour=hour, weekday=weekday, last_until=last_until,
+                       catch_up_days=catch_up_days)
 
 
 def _spool_settled(session: Session, until: datetime, now: datetime, wait_minutes: int) -> bool:
@@ -185,14 +207,8 @@ def send_due_digests(settings: Settings, factory: sessionmaker[Session], *, now:
         last_untils = _last_untils(session) if subs else {}
         for sub in subs:
             zone = zone_for(sub.member.timezone, settings.site.default_timezone)
-            last_until = last_untils.get((sub.id, sub.delivery_mode))
-            for period in due_periods(
-                sub.delivery_mode, now, zone, hour=hour, weekday=weekday, last_until=last_until,
-                catch_up_days=settings.digests.catch_up_days,
-            ):
-                if last_until is None and period.until <= sub.created_at:
-                    # A period that ended before the member subscribed is not theirs.
-                    continue
+            for period in _periods_for(sub, last_untils.get(sub.id), now, hour=hour, weekday=weekday, zone=zone,
+                                       catch_up_days=settings.digests.catch_up_days):
                 work.append((sub.id, period))
     activities: dict[tuple[int, datetime, datetime], Activity] = {}
     for subscription_id, period in work:
@@ -224,21 +240,9 @@ def decay_bounce_scores(settings: Settings, factory: sessionmaker[Session], *, n
         return decay_scores(session, settings, now=now)
 
 
-def held_expiry_job() -> Callable[..., Any] | None:
-    """gateway.moderation.expire_held(settings, factory, *, now) when the moderation module has it."""
-    try:
-        module = importlib.import_module("gateway.moderation")
-    except ModuleNotFoundError as exc:
-        if exc.name != "gateway.moderation":
-            raise
-        return None
-    return getattr(module, "expire_held", None)
-
-
 __all__ = [
     "DigestTickResult",
     "decay_bounce_scores",
-    "held_expiry_job",
     "send_due_digests",
     "unsubscribe_url",
 ]

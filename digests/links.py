@@ -12,10 +12,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from gateway.bounce_score import REENABLE_PURPOSE, account_url
 from passerelle.config import Settings
 from passerelle.tokens import sign, unsign
 
 ACTIONS = ("follow", "mute", "open", "reenable")
+__all__ = ["ACTIONS", "MAX_AGE_SECONDS", "account_url", "action_url", "read_action_token", "reply_mailto", "topic_url"]
 # Follow/mute/open links stay valid this long: a digest read late must still work.
 MAX_AGE_SECONDS = 180 * 86400
 
@@ -23,7 +25,7 @@ MAX_AGE_SECONDS = 180 * 86400
 def purpose(action: str) -> str:
     if action not in ACTIONS:
         raise ValueError(f"unknown digest link action {action!r} (one of {', '.join(ACTIONS)})")
-    return "reenable" if action == "reenable" else f"digest-{action}"
+    return REENABLE_PURPOSE if action == "reenable" else f"digest-{action}"
 
 
 def base(settings: Settings) -> str:
@@ -35,10 +37,6 @@ def topic_url(settings: Settings, topic_id: int) -> str:
     from gateway.compose import archive_urls
 
     return archive_urls(settings, topic_id=int(topic_id), message_id="")[0]
-
-
-def account_url(settings: Settings) -> str:
-    return f"{base(settings)}/account"
 
 
 def action_url(settings: Settings, action: str, *, member_id: int, topic_id: int, now: datetime | None = None) -> str:

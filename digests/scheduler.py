@@ -7,9 +7,8 @@ send nothing twice and skip nothing. Every job is called as ``func(settings, fac
 Jobs (see :func:`default_jobs`):
 
 * ``digests``: queue the daily/weekly digests due (every digests.tick_seconds);
-* ``held-expiry``: gateway.moderation.expire_held, when that module provides it (every
-  digests.held_expiry_minutes);
-* ``bounce-decay``: write decayed bounce scores back (every bounces.decay_every_hours).
+* ``held-expiry``: gateway.moderation.expire_held (every digests.held_expiry_minutes);
+* ``bounce-decay``: write decayed bounce scores back (every bounces.decay_every_hours);
 * ``escalation-register``: mail the register of escalated obstacles to escalation.report_to once per
   period (passerelle.escalations.send_register_reports; checked hourly, nothing when report_to is empty).
 
@@ -55,17 +54,14 @@ def utcnow() -> datetime:
 
 
 def default_jobs(settings: Settings) -> list[ScheduledJob]:
-    found: list[ScheduledJob] = [
+    from gateway.moderation import expire_held
+
+    return [
         ScheduledJob("digests", jobs.send_due_digests, float(settings.digests.tick_seconds)),
+        ScheduledJob("held-expiry", expire_held, float(settings.digests.held_expiry_minutes) * 60),
         ScheduledJob("bounce-decay", jobs.decay_bounce_scores, float(settings.bounces.decay_every_hours) * 3600),
         ScheduledJob("escalation-register", send_register_reports, 3600.0),
     ]
-    expire_held = jobs.held_expiry_job()
-    if expire_held is not None:
-        found.append(ScheduledJob("held-expiry", expire_held, float(settings.digests.held_expiry_minutes) * 60))
-    else:
-        log.warning("gateway.moderation.expire_held is not available: held messages will not expire")
-    return found
 
 
 def run_job(job: ScheduledJob, settings: Settings, factory: sessionmaker[Session], clock: Clock) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -149,9 +149,9 @@ def record_bounce(
     )
     if counted:
         score += settings.bounces.hard_score if hard else settings.bounces.soft_score
+        # (updated_at is left alone: it marks changes made by people, see digests.jobs)
         subscription.bounce_score = score
         subscription.bounce_updated_at = now
-        subscription.updated_at = now
     disabled = False
     if counted and subscription.status == "active" and score >= settings.bounces.threshold:
         disable_delivery(session, settings, subscription, now=now, score=score, event=event)
@@ -285,28 +285,17 @@ def decay_scores(session: Session, settings: Settings, *, now: datetime) -> int:
     return changed
 
 
-def recent_bounces(session: Session, subscription_id: int, *, now: datetime, days: int = 30) -> list[BounceEvent]:
-    """The subscription's bounces of the last ``days`` days, newest first (account page, operators)."""
-    return list(
-        session.scalars(
-            select(BounceEvent)
-            .where(BounceEvent.subscription_id == subscription_id)
-            .where(BounceEvent.received_at >= now - timedelta(days=days))
-            .order_by(BounceEvent.received_at.desc(), BounceEvent.id.desc())
-        )
-    )
-
-
 __all__ = [
     "REENABLE_COMMAND",
+    "REENABLE_PURPOSE",
     "BounceOutcome",
     "ReenableError",
+    "account_url",
     "current_score",
     "decay_scores",
     "decayed",
     "disable_delivery",
     "find_subscription",
-    "recent_bounces",
     "record_bounce",
     "reenable_delivery",
     "reenable_url",

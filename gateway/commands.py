@@ -494,6 +494,9 @@ def _cmd_subscribe(ex: Exec, cmd: Command) -> None:
         ex.session.add(pending)
         ex.session.flush()
     ml = ex.mailing_list
+    # Anyone can ask to subscribe anyone: at most one confirmation mail per address every ten minutes (the
+    # outbox dedupes on the key), so that the request cannot be turned into a mail bomb.
+    window = int(ex.now.timestamp()) // 600
     subject, body = render(
         "subscribe_confirm", ex.language, list=ml.name, list_title=ml.title or ml.name, email=ex.email,
         link=confirm_url(ex.settings, pending.token), reply_address=confirm_address(ex.settings, ml, pending.token),
@@ -502,9 +505,8 @@ def _cmd_subscribe(ex: Exec, cmd: Command) -> None:
     queue_notice(
         ex.session, ex.settings, ml, to=ex.email, subject=subject, body=body, now=ex.now, kind="confirm",
         reply_to=confirm_address(ex.settings, ml, pending.token),
-        message_id=f"{confirm_message_id(ex.settings, pending.token).split('@')[0]}.{int(ex.now.timestamp())}"
-        f"@{ex.settings.lists.domain}",
-        dedupe_key=f"confirm:{pending.token}:{int(ex.now.timestamp())}",
+        message_id=f"confirm-{pending.token}.{window}@{ex.settings.lists.domain}",
+        dedupe_key=f"confirm:{pending.token}:{window}",
     )
     ex.say("sub.confirm_sent", email=ex.email, list=ml.name)
 

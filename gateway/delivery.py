@@ -14,6 +14,7 @@ import os
 import smtplib
 import ssl
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -364,31 +365,32 @@ def deliver_pending(
     dmarc: DmarcChecker | None = None,
     max_batches: int | None = None,
     worker_id: str | None = None,
-    before_transaction: Callable[[], None] | None = None,
+    gate: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> DeliveryStats:
     """Send every outbox row due at ``now`` (batch after batch) and record each result.
 
     ``dmarc``: a long-lived checker (its cache is kept between calls); otherwise one is made for this call
-    from ``resolver`` (a dnspython-like stub in tests, None for the system resolver). ``before_transaction``
-    is called before each transaction (see gateway.smtp.SpoolGate).
+    from ``resolver`` (a dnspython-like stub in tests, None for the system resolver). ``gate``: a context
+    manager factory entered around each transaction (the service's WriteGate.background).
     """
-    pause = before_transaction or (lambda: None)
+    around = gate or nullcontext
     if dmarc is None and settings.dmarc.enabled:
         dmarc = DmarcChecker.from_settings(settings, resolver=resolver)
     worker_id = worker_id or worker_identity("delivery")
     stats = DeliveryStats()
     while max_batches is None or stats.batches < max_batches:
-        pause()
-        ids = _claim(settings, factory, now=now, worker_id=worker_id)
+        with around():
+            ids = _claim(settings, factory, now=now, worker_id=worker_id)
         if not ids:
             break
         stats.batches += 1
         stats.claimed += len(ids)
-        pause()
-        items = _prepare(settings, _load(factory, ids), now=now, dmarc=dmarc)
+        with around():
+            batch = _load(factory, ids)
+        items = _prepare(settings, batch, now=now, dmarc=dmarc)
         _send_batch(settings, items)
-        pause()
-        _record(settings, factory, items, now=now, stats=stats)
+        with around():
+            _record(settings, factory, items, now=now, stats=stats)
         if all(i.result is not None and i.result[0] == 0 for i in items if not i.build_error) and items:
             # The relay is unreachable: stop here, the rows are rescheduled with backoff.
             break

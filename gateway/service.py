@@ -21,7 +21,7 @@ from passerelle.config import Settings
 from .claims import worker_identity
 from .delivery import deliver_pending
 from .dmarc import DmarcChecker
-from .smtp import GatewayController, SpoolGate, build_controller
+from .smtp import GatewayController, WriteGate, build_controller
 from .worker import process_pending
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class GatewayService:
         self._worker_loop: _Loop | None = None
         self._delivery_loop: _Loop | None = None
         self._started = False
-        self.gate = SpoolGate()
+        self.gate = WriteGate()
 
     @property
     def smtp_port(self) -> int:
@@ -125,7 +125,7 @@ class GatewayService:
         worker_id = worker_identity("worker")
         processed = process_pending(
             self.settings, self.factory, now=self.clock(), resolver=self.resolver, worker_id=worker_id,
-            before_transaction=self.gate.wait_idle,
+            gate=self.gate.background,
         )
         if processed:
             self.wake_delivery()
@@ -134,7 +134,7 @@ class GatewayService:
     def _delivery_step(self) -> bool:
         stats = deliver_pending(
             self.settings, self.factory, now=self.clock(), dmarc=self.dmarc, resolver=self.resolver,
-            worker_id=worker_identity("delivery"), before_transaction=self.gate.wait_idle,
+            worker_id=worker_identity("delivery"), gate=self.gate.background,
         )
         # Busy only when something went out: rows rescheduled for later must not make the loop spin.
         return stats.sent > 0 or stats.failed > 0

@@ -13,7 +13,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -44,34 +45,53 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-class SpoolGate:
-    """Gives SMTP's spool commits priority over the worker and the deliverer of the same process.
+class WriteGate:
+    """One writing transaction at a time within this process, SMTP spool commits first.
 
-    SQLite has one writer at a time. A worker taking the write lock again right after each commit would
-    leave a waiting SMTP session asleep in SQLite's busy handler (sleeps of up to 100 ms between tries) for
-    as long as the spool has work: each sender would wait seconds for its 250. The worker and deliverer
-    call :meth:`wait_idle` before each transaction; the SMTP handler holds the gate while it commits.
+    SQLite has one writer at a time, and a writer that finds the database locked sleeps in SQLite's busy
+    handler (up to 100 ms between tries). A worker starting its next transaction right after each commit
+    would keep SMTP sessions asleep there: every sender would wait seconds for its 250. So the worker and
+    the deliverer take :meth:`background` around each transaction, the SMTP handler takes :meth:`spool`
+    around its commit: they queue here, in Python, and a waiting spool goes before the next background
+    transaction. (On PostgreSQL this only orders the threads of one process; other processes are unaffected.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, background_patience: float = 5.0) -> None:
         self._cond = threading.Condition()
-        self._in_flight = 0
+        self._busy = False
+        self._spools_waiting = 0
+        self.background_patience = background_patience
 
-    def __enter__(self) -> SpoolGate:
+    @contextmanager
+    def spool(self) -> Iterator[None]:
         with self._cond:
-            self._in_flight += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._in_flight -= 1
-            if self._in_flight == 0:
+            self._spools_waiting += 1
+            try:
+                self._cond.wait_for(lambda: not self._busy)
+            finally:
+                self._spools_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
                 self._cond.notify_all()
 
-    def wait_idle(self, timeout: float = 1.0) -> None:
-        """Return when no spool commit is in flight, or after ``timeout`` (the worker is never starved)."""
+    @contextmanager
+    def background(self) -> Iterator[None]:
         with self._cond:
-            self._cond.wait_for(lambda: self._in_flight == 0, timeout)
+            # Let waiting spools go first, but never wait for them forever (a steady SMTP flood must not
+            # stop the worker).
+            self._cond.wait_for(lambda: not self._busy and self._spools_waiting == 0, self.background_patience)
+            self._cond.wait_for(lambda: not self._busy)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
 
 class GatewayHandler:
@@ -85,13 +105,13 @@ class GatewayHandler:
         *,
         clock: Callable[[], datetime],
         on_spooled: Callable[[list[int]], None] | None = None,
-        gate: SpoolGate | None = None,
+        gate: WriteGate | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.clock = clock
         self.on_spooled = on_spooled
-        self.gate = gate or SpoolGate()
+        self.gate = gate or WriteGate()
         self.domain = settings.lists.domain.lower()
         self._names: list[str] = []
         self._names_until = 0.0
@@ -101,7 +121,7 @@ class GatewayHandler:
         with self._names_lock:
             if not fresh and time.monotonic() < self._names_until:
                 return self._names
-        with self.gate, session_scope(self.factory) as session:
+        with self.gate.spool(), session_scope(self.factory) as session:
             names = list_names(session)
         with self._names_lock:
             self._names, self._names_until = names, time.monotonic() + LIST_NAMES_TTL
@@ -164,7 +184,7 @@ class GatewayHandler:
         loop = asyncio.get_running_loop()
 
         def _spool() -> list[int]:
-            with self.gate:
+            with self.gate.spool():
                 return spool_for_lists(
                     self.factory, raw, source="smtp", envelope_from=mail_from, targets=spool_targets, now=now
                 )
@@ -218,10 +238,10 @@ def build_controller(
     *,
     clock: Callable[[], datetime],
     on_spooled: Callable[[list[int]], None] | None = None,
-    gate: SpoolGate | None = None,
+    gate: WriteGate | None = None,
 ) -> GatewayController:
     """A ready-to-start SMTP controller on settings.smtp.host:port (port 0: a free port is chosen).
-    ``gate``: shared with the worker and deliverer of the same process (see SpoolGate)."""
+    ``gate``: shared with the worker and deliverer of the same process (see WriteGate)."""
     host = settings.smtp.host
     port = settings.smtp.port or _free_port(host)
     handler = GatewayHandler(settings, factory, clock=clock, on_spooled=on_spooled, gate=gate)
@@ -238,4 +258,4 @@ def build_controller(
     )
 
 
-__all__ = ["GatewayController", "GatewayHandler", "SpoolGate", "build_controller"]
+__all__ = ["GatewayController", "GatewayHandler", "WriteGate", "build_controller"]

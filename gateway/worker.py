@@ -12,6 +12,7 @@ import importlib
 import logging
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -245,23 +246,22 @@ def process_pending(
     limit: int = 100,
     resolver: Any = None,
     worker_id: str | None = None,
-    before_transaction: Callable[[], None] | None = None,
+    gate: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> int:
     """Process up to ``limit`` spool rows (new ones, and ones abandoned by a dead worker); returns how many
-    were processed (whatever their outcome, failures included). ``before_transaction`` is called before
-    each transaction (the service lets SMTP commits go first, see gateway.smtp.SpoolGate)."""
+    were processed (whatever their outcome, failures included). ``gate``: a context manager factory entered
+    around each transaction (the service's WriteGate.background: SMTP commits go first)."""
     worker_id = worker_id or worker_identity("worker")
+    around = gate or nullcontext
     processed = 0
     while processed < limit:
-        if before_transaction is not None:
-            before_transaction()
-        ids = _claim(settings, factory, now=now, worker_id=worker_id, limit=min(CLAIM_BATCH, limit - processed))
+        with around():
+            ids = _claim(settings, factory, now=now, worker_id=worker_id, limit=min(CLAIM_BATCH, limit - processed))
         if not ids:
             break
         for row_id in ids:
-            if before_transaction is not None:
-                before_transaction()
-            _process_claimed(settings, factory, row_id, now=now, resolver=resolver, worker_id=worker_id)
+            with around():
+                _process_claimed(settings, factory, row_id, now=now, resolver=resolver, worker_id=worker_id)
             processed += 1
     return processed
 

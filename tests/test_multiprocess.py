@@ -232,7 +232,7 @@ def _url(engine: Engine) -> str:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_three_worker_processes_on_postgresql(pg_engine: Engine, sink: SmtpSink, tmp_path: Path) -> None:
-    count = 200
+    count = 150
     _arrange(pg_engine, count, datetime.now(UTC) - timedelta(minutes=5))
     outcomes = _run_workers(_overrides(tmp_path / "var", _url(pg_engine), sink.port), processes=3, timeout=120)
     sink.wait_for(count * len(SUBSCRIBERS), timeout=10)

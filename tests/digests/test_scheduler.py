@@ -30,17 +30,14 @@ def forum(db: Session) -> Subscription:
 
 
 def test_job_list(settings: Settings) -> None:
+    from gateway.moderation import expire_held
+
     jobs = {job.id: job for job in default_jobs(settings)}
+    assert set(jobs) == {"digests", "held-expiry", "bounce-decay", "escalation-register"}
     assert jobs["digests"].seconds == settings.digests.tick_seconds
     assert jobs["bounce-decay"].seconds == settings.bounces.decay_every_hours * 3600
-    try:
-        import gateway.moderation as moderation
-    except ModuleNotFoundError:
-        assert "held-expiry" not in jobs
-    else:
-        if hasattr(moderation, "expire_held"):
-            assert jobs["held-expiry"].func is moderation.expire_held
-            assert jobs["held-expiry"].seconds == settings.digests.held_expiry_minutes * 60
+    assert jobs["held-expiry"].func is expire_held
+    assert jobs["held-expiry"].seconds == settings.digests.held_expiry_minutes * 60
 
 
 def test_background_scheduler_runs_the_jobs_with_the_injected_clock(
@@ -53,7 +50,9 @@ def test_background_scheduler_runs_the_jobs_with_the_injected_clock(
 
     scheduler = build_scheduler(settings, session_factory, clock=lambda: FAKE_NOW,
                                 extra_jobs=[ScheduledJob("probe", probe, 3600)])
-    assert {job.id for job in scheduler.get_jobs()} >= {"digests", "bounce-decay", "probe"}
+    assert {job.id for job in scheduler.get_jobs()} == {
+        "digests", "held-expiry", "bounce-decay", "escalation-register", "probe"
+    }
     scheduler.start()
     try:
         deadline = time.monotonic() + 10

@@ -235,3 +235,45 @@ def test_garbage_clock_is_refused(settings: Settings, session_factory: sessionma
     bad = settings.with_overrides({"digests": {"weekly_day": "someday"}})
     with pytest.raises(ValueError, match="weekly_day"):
         send_due_digests(bad, session_factory, now=datetime(2026, 11, 3, 12, 0, tzinfo=UTC))
+
+
+def test_switching_modes_loses_nothing_and_repeats_nothing(db: Session, week: dict, settings: Settings,
+                                                           session_factory: sessionmaker[Session]) -> None:
+    """daily -> weekly -> daily, then disabled by bounces and re-enabled: one digest after each change,
+    covering everything since the previous digest, whatever its kind."""
+    sub_id = week["subs"]["paris.daily@example.fr"].id
+
+    def run(at: datetime) -> None:
+        assert send_due_digests(settings, session_factory, now=at).failed == 0
+
+    def change(at: datetime, **values: object) -> None:
+        sub = db.get(Subscription, sub_id)
+        for name, value in values.items():
+            setattr(sub, name, value)
+        sub.updated_at = at
+        db.commit()
+
+    _apply(db, week, "new:transport", datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    run(datetime(2026, 11, 3, 6, 30, tzinfo=UTC))  # daily of 11-03
+    change(datetime(2026, 11, 3, 10, 0, tzinfo=UTC), delivery_mode="weekly")
+    _apply(db, week, "new:sante", datetime(2026, 11, 4, 9, 0, tzinfo=UTC))
+    run(datetime(2026, 11, 5, 6, 30, tzinfo=UTC))  # nothing: weekly, not due
+    run(datetime(2026, 11, 9, 6, 30, tzinfo=UTC))  # weekly of W46, from the daily's end
+    change(datetime(2026, 11, 10, 12, 0, tzinfo=UTC), delivery_mode="daily")
+    _apply(db, week, "reply:sante", datetime(2026, 11, 10, 15, 0, tzinfo=UTC))
+    run(datetime(2026, 11, 11, 6, 30, tzinfo=UTC))  # one daily from the weekly's end, not two
+    change(datetime(2026, 11, 11, 9, 0, tzinfo=UTC), status="disabled")
+    _apply(db, week, "new:fiscal", datetime(2026, 11, 12, 9, 0, tzinfo=UTC))
+    run(datetime(2026, 11, 14, 6, 30, tzinfo=UTC))  # disabled: nothing
+    change(datetime(2026, 11, 14, 8, 0, tzinfo=UTC), status="active")
+    run(datetime(2026, 11, 15, 6, 30, tzinfo=UTC))  # back: what was missed while disabled, in one digest
+
+    runs = db.scalars(select(DigestRun).where(DigestRun.subscription_id == sub_id).order_by(DigestRun.until)).all()
+    assert [(r.period, r.period_key, r.outcome, r.message_count) for r in runs] == [
+        ("daily", "2026-11-03", "sent", 1),
+        ("weekly", "2026-W46", "sent", 1),
+        ("daily", "2026-11-11", "sent", 1),
+        ("daily", "2026-11-15", "sent", 1),
+    ]
+    for before, after in itertools.pairwise(runs):
+        assert before.until == after.since

@@ -204,6 +204,14 @@ def test_confirmation_expires_and_unknown_tokens(db: Session, settings: Settings
     assert cp.phrase("confirm.unknown", "fr") in body_of(outbox(db, STRANGER)[-1])
 
 
+def test_repeated_subscribe_requests_reuse_the_token_and_are_throttled(db: Session, settings: Settings,
+                                                                        f: SimpleNamespace) -> None:
+    for minutes in (0, 1, 2, 11):
+        request(db, settings, f, "subscribe", sender=STRANGER, now=T0 + timedelta(minutes=minutes))
+    assert len(list(db.scalars(select(PendingConfirmation)))) == 1
+    assert len(outbox(db, STRANGER)) == 2, "one confirmation mail per ten minutes"
+
+
 def test_subscribe_when_already_member(db: Session, settings: Settings, f: SimpleNamespace) -> None:
     request(db, settings, f, "subscribe")
     assert "déjà abonné" in last_reply(db)

@@ -42,7 +42,8 @@ class _Elements(HTMLParser):
         for name, value in attrs:
             if name.startswith("on"):
                 self.found.append(f"<{tag} {name}=...>")
-            if name in ("href", "src", "action", "formaction", "xlink:href") and value:
+            # (<link rel="icon" href="data:,"> is the page's own empty favicon.)
+            if name in ("href", "src", "action", "formaction", "xlink:href") and value and tag != "link":
                 scheme = re.sub(r"[\x00-\x20]", "", value).lower()
                 if scheme.startswith(("javascript:", "vbscript:", "data:")):
                     self.found.append(f"<{tag} {name}={value!r}>")
