@@ -38,6 +38,7 @@ BLUEPRINTS: tuple[str, ...] = (
     "archive_web.sheets",
     "archive_web.escalations",
     "archive_web.overview",
+    "archive_web.digest_links",
 )
 
 # Who may see a navigation entry.

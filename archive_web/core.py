@@ -22,5 +22,5 @@ def set_language(code: str) -> Response:
 @bp.route("/robots.txt")
 def robots() -> Response:
     # Exports, raw messages, feeds of searches and account pages are for people, not crawlers.
-    body = "User-agent: *\nDisallow: /search\nDisallow: /m/\nDisallow: /a/\nDisallow: /account\nDisallow: /mod\n"
+    body = "User-agent: *\nDisallow: /search\nDisallow: /m/\nDisallow: /a/\nDisallow: /account\nDisallow: /mod\nDisallow: /d/\nDisallow: /u/\nDisallow: /confirm/\n"
     return Response(body, mimetype="text/plain")

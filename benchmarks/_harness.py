@@ -61,6 +61,11 @@ def workspace(database: str, *, keep: bool = False, name: str = "bench") -> Iter
 def settings_for(ws: Workspace, **sections: dict[str, Any]) -> Any:
     from passerelle.config import load_settings
 
+    return load_settings(environ={}, overrides=overrides_for(ws, **sections))
+
+
+def overrides_for(ws: Workspace, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Settings overrides for a benchmark in ``ws`` (picklable: what child processes load their settings from)."""
     overrides: dict[str, dict[str, Any]] = {
         "paths": {"var_dir": str(ws.path / "var")},
         "database": {"url": ws.url},
@@ -72,7 +77,7 @@ def settings_for(ws: Workspace, **sections: dict[str, Any]) -> Any:
     }
     for key, values in sections.items():
         overrides.setdefault(key, {}).update(values)
-    return load_settings(environ={}, overrides=overrides)
+    return overrides
 
 
 def percentile(values: Sequence[float], p: float) -> float:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from gateway.context import MailContext
 from gateway.recipients import queue_post_copies
 from passerelle.mail.quotes import split_reply
-from passerelle.mail.subject import subject_key
+from passerelle.mail.subject import normalize_subject, subject_key
 from passerelle.models import Attachment, Message, ThreadRef, Topic
 from passerelle.search import index_message
 
@@ -79,7 +79,8 @@ def post_message(
     if topic is None:
         topic = Topic(
             list_id=ml.id,
-            subject=subject[:500],
+            # A topic is titled without reply/forward prefixes or list tags ("Re: [forum] X" -> "X").
+            subject=(normalize_subject(subject) or subject)[:500],
             normalized_subject=subject_key(subject)[:500],
             status="open",
             author_id=ctx.sender.id if ctx.sender is not None else None,
