@@ -22,5 +22,6 @@ def set_language(code: str) -> Response:
 @bp.route("/robots.txt")
 def robots() -> Response:
     # Exports, raw messages, feeds of searches and account pages are for people, not crawlers.
-    body = "User-agent: *\nDisallow: /search\nDisallow: /m/\nDisallow: /a/\nDisallow: /account\nDisallow: /mod\nDisallow: /d/\nDisallow: /u/\nDisallow: /confirm/\n"
+    private = ("/search", "/m/", "/a/", "/account", "/mod", "/d/", "/u/", "/confirm/")
+    body = "User-agent: *\n" + "".join(f"Disallow: {path}\n" for path in private)
     return Response(body, mimetype="text/plain")

@@ -105,6 +105,13 @@ LAST_NAMES = (
     "Bernard", "Fischer", "Romano", "Fernández", "Taylor", "Laurent", "Wagner", "Ricci", "Martínez", "Müller",
 )
 
+CATEGORIES = (
+    ("Travailleurs frontaliers", "travailleurs-frontaliers"), ("Santé", "sante"), ("Transports", "transports"),
+    ("Fiscalité", "fiscalite"), ("Emploi et formation", "emploi-formation"), ("Aménagement", "amenagement"),
+    ("Environnement", "environnement"), ("Sécurité civile", "securite-civile"), ("Langues", "langues"),
+    ("Financements européens", "financements-europeens"), ("Données", "donnees"), ("Gouvernance", "gouvernance"),
+)
+
 _WORD = re.compile(r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'-]{2,24}")
 
 
@@ -279,7 +286,7 @@ def bulk_load(engine: Engine, count: int, *, seed: int = 1, list_name: str = "fo
     """Insert ``count`` posts straight into an empty schema (list, organisations, members, topics, messages,
     search index), bypassing the gateway: the fastest way to a large archive. Returns ids of interest and
     the generator (its ``queries()`` know which rare words were used)."""
-    from passerelle.models import MailingList, Member, Message, Organisation, Subscription, Topic
+    from passerelle.models import Category, MailingList, Member, Message, Organisation, Subscription, Topic
     from passerelle.search import SEARCH_TABLE
 
     gen = Generator(seed=seed)
@@ -303,6 +310,10 @@ def bulk_load(engine: Engine, count: int, *, seed: int = 1, list_name: str = "fo
         conn.execute(insert(Subscription), [
             {"member_id": 1 + i, "list_id": list_id, "created_at": now} for i in range(gen.members)
         ])
+        category_ids = conn.execute(insert(Category).returning(Category.id, sort_by_parameter_order=True), [
+            {"list_id": list_id, "name": name, "slug": slug, "public_access": "full", "created_at": now}
+            for name, slug in CATEGORIES
+        ]).scalars().all()
     topic_ids: dict[int, int] = {}
     topic_rows: dict[int, dict] = {}
     names = {}
@@ -323,6 +334,7 @@ def bulk_load(engine: Engine, count: int, *, seed: int = 1, list_name: str = "fo
                     topic_rows[post.topic] = {
                         "list_id": list_id, "subject": post.subject, "normalized_subject": post.subject.lower(),
                         "status": gen.rng.choice(("open", "answered", "answered", "closed")),
+                        "category_id": gen.rng.choice(category_ids) if gen.rng.random() < 0.8 else None,
                         "author_id": post.author + 1, "created_at": post.date, "last_post_at": post.date,
                         "message_count": 0,
                     }

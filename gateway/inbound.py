@@ -75,27 +75,10 @@ def spool_for_lists(
     """
     if not targets:
         raise ValueError("spool_for_lists needs at least one target")
-    message_id = sniff_message_id(raw)
     with session_scope(factory) as session:
-        rows = [
-            InboundMessage(
-                received_at=now,
-                source=source[:80],
-                envelope_from=envelope_from[:320],
-                envelope_to=[str(a)[:320] for a in envelope_to],
-                list_name=list_name[:64],
-                message_id_header=message_id,
-                size=len(raw),
-                raw=raw,
-                status="new",
-                attempts=0,
-                reason="",
-            )
-            for list_name, envelope_to in targets
-        ]
-        session.add_all(rows)
-        session.flush()
+        rows = add_spool_rows(session, raw, source=source, envelope_from=envelope_from, targets=targets, now=now)
         row_ids = [row.id for row in rows]
+        message_id = rows[0].message_id_header
     log.info(
         "spooled inbound %s from %s (%d bytes) message-id=<%s>",
         ", ".join(f"#{i}" for i in row_ids), source, len(raw), message_id,

@@ -36,7 +36,7 @@ from .handlers.hold import hold
 from .handlers.owner import forward_to_owners
 from .handlers.post import find_duplicate, post_message
 from .handlers.refuse import refuse
-from .recipients import split_address
+from .recipients import classify_local, split_address
 from .rules import decide
 from .threadindex import place_message
 
@@ -47,12 +47,17 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 20
 
 
-def _recipient_local(inbound: InboundMessage, mailing_list: MailingList) -> str:
+def _recipient_local(settings: Settings, inbound: InboundMessage, mailing_list: MailingList) -> str:
+    """Which of the list's addresses the row was sent to ("forum", "forum-request", "forum+help"...).
+
+    Anything that is not one of them (an IMAP mailbox at another domain, an import without envelope) is
+    treated as the posting address, so that every rule for posts (membership first) applies to it.
+    """
+    domain = settings.lists.domain.lower()
     for address in inbound.envelope_to or ():
-        local, _ = split_address(str(address))
-        if local:
+        local, address_domain = split_address(str(address))
+        if local and address_domain == domain and classify_local(local, [mailing_list.name]) is not None:
             return local.lower()
-    # IMAP and imports have no envelope: the mailbox feeds the list's posting address.
     return mailing_list.name
 
 
@@ -115,7 +120,7 @@ def process_message(
         mailing_list=mailing_list,
         sender=sender,
         subscription=subscription,
-        recipient_local=_recipient_local(inbound, mailing_list),
+        recipient_local=_recipient_local(settings, inbound, mailing_list),
         resolver=resolver,
     )
     decision = decide(ctx)

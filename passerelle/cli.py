@@ -7,10 +7,12 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from .config import ConfigError, Settings, load_settings
 from .db import make_engine, make_session_factory, migrate, session_scope
@@ -24,10 +26,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _factory(settings: Settings, *, writer: bool = True):
-    return make_session_factory(
-        make_engine(settings.database.url, busy_timeout=settings.database.sqlite_busy_timeout, sqlite_immediate=writer)
+def _factory(settings: Settings, *, writer: bool = True) -> sessionmaker[Session]:
+    engine = make_engine(
+        settings.database.url, busy_timeout=settings.database.sqlite_busy_timeout, sqlite_immediate=writer
     )
+    return make_session_factory(engine)
+
+
+@contextmanager
+def _database(settings: Settings, *, writer: bool = True) -> Iterator[sessionmaker[Session]]:
+    """A session factory for one command; its connections are closed when the command ends."""
+    factory = _factory(settings, writer=writer)
+    try:
+        yield factory
+    finally:
+        factory.kw["bind"].dispose()
 
 
 # --- serve -----------------------------------------------------------------------------------------
@@ -35,11 +48,11 @@ def _factory(settings: Settings, *, writer: bool = True):
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """SMTP gateway + worker + delivery, IMAP fetchers, scheduler and web archive in one process."""
-    from digests.scheduler import build_scheduler
-    from gateway.service import GatewayService
     from werkzeug.serving import make_server
 
     from archive_web import create_app
+    from digests.scheduler import build_scheduler
+    from gateway.service import GatewayService
 
     migrate(settings.database.url)
     factory = _factory(settings)
@@ -84,7 +97,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
               f" into {settings.relay.capture_dir}/")
     else:
         print(f"  outgoing mail  relayed through {settings.relay.host}:{settings.relay.port}")
-    print(f"  try: swaks --server {settings.smtp.host}:{gateway.smtp_port} --to {settings.list_address(list_name)} --from camille.martin@eurometropole.example")
+    example = f"swaks --server {settings.smtp.host}:{gateway.smtp_port} --to {settings.list_address(list_name)}"
+    print(f"  try: {example} --from camille.martin@eurometropole.example")
     print("Stop with Ctrl-C.", flush=True)
 
     def _stop(signum: int, _frame: object) -> None:
@@ -117,8 +131,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from .demo import load_demo
 
     migrate(settings.database.url)
-    factory = _factory(settings)
-    with session_scope(factory) as session:
+    with _database(settings) as factory, session_scope(factory) as session:
         loaded = load_demo(session, settings, factory=factory, now=utcnow())
     print(f"demo forum: {loaded or 'already loaded'}")
     return 0
@@ -128,7 +141,7 @@ def cmd_create_list(args: argparse.Namespace, settings: Settings) -> int:
     from .models import MailingList
 
     migrate(settings.database.url)
-    with session_scope(_factory(settings)) as session:
+    with _database(settings) as factory, session_scope(factory) as session:
         if session.scalar(select(MailingList).where(MailingList.name == args.name)):
             print(f"list {args.name} already exists", file=sys.stderr)
             return 1
@@ -148,7 +161,7 @@ def cmd_add_member(args: argparse.Namespace, settings: Settings) -> int:
     except EmailNotValidError as exc:
         print(f"not a valid address: {exc}", file=sys.stderr)
         return 2
-    with session_scope(_factory(settings)) as session:
+    with _database(settings) as factory, session_scope(factory) as session:
         ml = session.scalar(select(MailingList).where(MailingList.name == args.list))
         if ml is None:
             print(f"no list named {args.list!r} (create it with `passerelle create-list`)", file=sys.stderr)
@@ -177,9 +190,14 @@ def cmd_add_member(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Queues at a glance, for operators: spool, outbox, held messages, IMAP accounts."""
+    with _database(settings, writer=False) as factory:
+        _print_status(factory)
+    return 0
+
+
+def _print_status(factory: sessionmaker[Session]) -> None:
     from .models import HeldMessage, InboundMessage, OutboxMessage
 
-    factory = _factory(settings, writer=False)
     with session_scope(factory) as session:
         spool = dict(session.execute(select(InboundMessage.status, func.count()).group_by(InboundMessage.status)).all())
         outbox = dict(session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all())
@@ -187,28 +205,24 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print("spool:  " + (", ".join(f"{k} {v}" for k, v in sorted(spool.items())) or "empty"))
         print("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(outbox.items())) or "empty"))
         print(f"held for moderation: {held}")
-        for row in session.scalars(
-            select(InboundMessage).where(InboundMessage.status == "shunted").order_by(InboundMessage.id.desc()).limit(20)
-        ):
+        shunted = select(InboundMessage).where(InboundMessage.status == "shunted")
+        for row in session.scalars(shunted.order_by(InboundMessage.id.desc()).limit(20)):
             print(f"  shunted #{row.id} <{row.message_id_header}> from {row.envelope_from}: {row.reason}")
         for row in session.scalars(
             select(OutboxMessage).where(OutboxMessage.status == "failed").order_by(OutboxMessage.id.desc()).limit(20)
         ):
             print(f"  failed delivery #{row.id} to {row.recipient}: {row.last_error}")
-    try:
-        from gateway.imap import imap_status
-    except ImportError:
-        return 0
+    from gateway.imap import imap_status
+
     for account in imap_status(factory):
         print("imap: " + ", ".join(f"{k}={v}" for k, v in account.items()))
-    return 0
 
 
 def cmd_retry_shunted(args: argparse.Namespace, settings: Settings) -> int:
     """Put shunted spool rows back in the queue (after fixing what made them fail)."""
     from .models import InboundMessage
 
-    with session_scope(_factory(settings)) as session:
+    with _database(settings) as factory, session_scope(factory) as session:
         query = select(InboundMessage).where(InboundMessage.status == "shunted")
         if args.ids:
             query = query.where(InboundMessage.id.in_(args.ids))

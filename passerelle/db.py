@@ -62,7 +62,8 @@ def ensure_sqlite_directory(url: str) -> None:
     """Create the folder of a SQLite database file (./var on a fresh checkout)."""
     parsed = make_url(url)
     database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+    is_file = database and database != ":memory:" and not database.startswith("file:")
+    if parsed.get_backend_name() == "sqlite" and is_file:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 

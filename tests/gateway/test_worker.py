@@ -345,3 +345,18 @@ def test_ingest_rate(settings: Settings, session_factory: sessionmaker[Session],
     # The floor is on CPU time (the test machine is shared, wall time varies threefold) and far below the
     # goal of 150 msg/s: a guard against regressions such as a query per subscriber.
     assert count / cpu >= 40, f"ingest too slow: {count / cpu:.0f} msg/s of CPU"
+
+
+def test_mail_fed_by_a_mailbox_at_another_domain_is_a_post_and_checked_as_one(
+    settings: Settings, session_factory: sessionmaker[Session], forum: Forum
+) -> None:
+    f = session_factory
+    # IMAP rows carry the mailbox's own address (or none): they are posts, membership applies.
+    stranger = spool_message(f, make_mail(sender="stranger@elsewhere.example", message_id="s9@elsewhere.example"),
+                             source="imap:regio", envelope_from="", envelope_to=["regio@partner.example"],
+                             list_name="forum", now=T0)
+    member = spool_message(f, make_mail(message_id="m7@eurometropole.example"), source="imap:regio",
+                           envelope_from=AUTHOR, envelope_to=[], list_name="forum", now=T0)
+    process_pending(settings, f, now=T0)
+    assert _row(f, stranger)[0] == "held"
+    assert _row(f, member)[0] == "done"
