@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, g, render_template, request
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter
@@ -78,6 +79,13 @@ class WebState:
     writer_factory: sessionmaker[Session]
     clock: Callable[[], datetime]
     nav: list[NavItem] = field(default_factory=list)
+    # Engines create_app made itself (none when the caller gave a session factory on another database).
+    owned_engines: list[Engine] = field(default_factory=list)
+
+    def dispose(self) -> None:
+        """Close the connections of the engines this app created (tests, or an app being replaced)."""
+        for engine in self.owned_engines:
+            engine.dispose()
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -88,7 +96,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _writer_factory(settings: Settings, reader: sessionmaker[Session]) -> sessionmaker[Session]:
+def _writer_factory(
+    settings: Settings, reader: sessionmaker[Session], owned: list[Engine]
+) -> sessionmaker[Session]:
     bind = reader.kw.get("bind")
     if bind is None or bind.dialect.name != "sqlite":
         return reader
@@ -100,6 +110,7 @@ def _writer_factory(settings: Settings, reader: sessionmaker[Session]) -> sessio
         busy_timeout=settings.database.sqlite_busy_timeout,
         sqlite_immediate=True,
     )
+    owned.append(engine)
     return make_session_factory(engine)
 
 
@@ -127,16 +138,19 @@ def create_app(
         MAX_FORM_MEMORY_SIZE=256 * 1024,
         JSON_AS_ASCII=False,
     )
+    owned: list[Engine] = []
     if session_factory is None:
         engine = make_engine(
             settings.database.url, busy_timeout=settings.database.sqlite_busy_timeout, sqlite_immediate=False
         )
+        owned.append(engine)
         session_factory = make_session_factory(engine)
     state = WebState(
         settings=settings,
         reader_factory=session_factory,
-        writer_factory=_writer_factory(settings, session_factory),
+        writer_factory=_writer_factory(settings, session_factory, owned),
         clock=clock or _utcnow,
+        owned_engines=owned,
     )
     app.extensions["passerelle"] = state
 

@@ -23,7 +23,7 @@ from passerelle.models.topic import ESCALATION_LEVELS
 
 from .app import NavItem
 from .sheets import export_response
-from .web import can_read_topic, db, fail, login_url, now, settings, viewer
+from .web import MAX_ID, can_read_topic, db, fail, login_url, now, settings, viewer
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _get(escalation_id: int) -> EntryView:
     return _views(found)[0]
 
 
-@bp.route("/escalations/<int:escalation_id>")
+@bp.route("/escalations/<id:escalation_id>")
 def show(escalation_id: int) -> str:
     ev = _get(escalation_id)
     return render_template("escalations/show.html", ev=ev, states=STATES, state_labels=STATE_LABELS,
@@ -153,7 +153,7 @@ def create() -> Any:
     if not viewer().signed_in:
         return redirect(login_url(url_for("escalations.index")))
     raw = request.form.get("topic", "").strip()
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10 or not 0 < int(raw) <= MAX_ID:
         fail(400, _("The value given for “%(name)s” is not valid.", name="topic"))
     topic = db().get(Topic, int(raw))
     if topic is None:
@@ -174,7 +174,7 @@ def create() -> Any:
     return redirect(url_for("escalations.show", escalation_id=esc.id), code=303)
 
 
-@bp.route("/escalations/<int:escalation_id>", methods=["POST"])
+@bp.route("/escalations/<id:escalation_id>", methods=["POST"])
 def update(escalation_id: int) -> Any:
     esc = db().get(Escalation, escalation_id)
     topic = db().get(Topic, esc.topic_id) if esc is not None else None

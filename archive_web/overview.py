@@ -9,6 +9,7 @@ the same figures in a table. Every figure is an aggregate (passerelle.overview):
 from __future__ import annotations
 
 import logging
+import math
 import re
 from datetime import date
 from typing import Any
@@ -24,7 +25,7 @@ from passerelle.overview import FIGURES, Overview, Scope
 
 from .app import NavItem
 from .sheets import csv_text, export_response
-from .web import db, fail, lists_by_id, settings
+from .web import MAX_ID, db, fail, lists_by_id, settings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def scope_from_request() -> Scope:
     list_arg = request.args.get("list", "").strip()
     list_id = None
     if list_arg:
-        if not list_arg.isascii() or not list_arg.isdigit() or len(list_arg) > 12:
+        if not list_arg.isascii() or not list_arg.isdigit() or len(list_arg) > 10 or not 0 < int(list_arg) <= MAX_ID:
             fail(400, _("The value given for “%(name)s” is not valid.", name="list"))
         list_id = int(list_arg)
         if list_id not in lists_by_id():
@@ -140,9 +141,19 @@ def _chart(kind: Any, figure: str, **config: Any) -> Any:
         truncate_legend=40,
         print_values=False,
         no_data_text=_("No data yet"),
-        title=str(FIGURE_TITLES[figure]),
+        # The page gives each chart its heading and caption; a title inside the image would repeat them.
+        title=None,
         **config,
     )
+
+
+def _count_axis(chart: Any, values: list[int]) -> None:
+    """Whole numbers on the axis of counts (pygal would otherwise draw 0.2, 0.4... for small counts)."""
+    top = max(values, default=0)
+    if top <= 0:
+        return
+    step = max(1, math.ceil(top / 10))
+    chart.y_labels = list(range(0, top + step, step))
 
 
 def _hours_scale(values: list[float | None]) -> tuple[float, str]:
@@ -163,6 +174,7 @@ def render_chart(figure: str, ov: Overview) -> bytes:
         if ov.months:
             chart.add(_("Opened"), [r.opened for r in ov.months])
             chart.add(_("Closed"), [r.closed for r in ov.months])
+            _count_axis(chart, [max(r.opened, r.closed) for r in ov.months])
     elif figure in ("categories", "countries", "borders"):
         rows = list(getattr(ov, figure))[:15]
         chart = _chart(pygal.HorizontalStackedBar, figure, height=max(260, 90 + 34 * len(rows)))
@@ -172,6 +184,7 @@ def render_chart(figure: str, ov: Overview) -> bytes:
         if rows:
             chart.add(_("Open"), [r.open for r in rows])
             chart.add(_("Closed"), [r.closed for r in rows])
+            _count_axis(chart, [r.topics for r in rows])
     elif figure == "timings":
         t = ov.timings
         stats = [("first_answer", t.first_answer), ("resolution", t.resolution), ("closing", t.closing)] if t else []
@@ -190,6 +203,7 @@ def render_chart(figure: str, ov: Overview) -> bytes:
         if rows:
             chart.add(_("Messages"), [r.messages for r in rows])
             chart.add(_("Topics started"), [r.topics_started for r in rows])
+            _count_axis(chart, [max(r.messages, r.topics_started) for r in rows])
     else:
         fail(404, _("There is no such figure."))
     return bytes(chart.render())

@@ -33,6 +33,7 @@ from passerelle.models.sheet import KINDS, LEVELS, STATUSES
 from .app import NavItem
 from .render import linkify
 from .web import (
+    MAX_ID,
     Viewer,
     db,
     fail,
@@ -297,32 +298,32 @@ def _view_context(sheet: Sheet, topic: Topic | None, level: str, *, data: dict[s
     }
 
 
-@bp.route("/sheets/<int:sheet_id>")
+@bp.route("/sheets/<id:sheet_id>")
 def show(sheet_id: int) -> str:
     sheet, topic, level = get_sheet(sheet_id)
     return render_template("sheets/show.html", **_view_context(sheet, topic, level))
 
 
-@bp.route("/sheets/<int:sheet_id>/print")
+@bp.route("/sheets/<id:sheet_id>/print")
 def printable(sheet_id: int) -> str:
     sheet, topic, level = get_sheet(sheet_id, need=FULL)
     return render_template("sheets/print.html", printed_at=now(), **_view_context(sheet, topic, level))
 
 
-@bp.route("/sheets/<int:sheet_id>.json")
+@bp.route("/sheets/<id:sheet_id>.json")
 def show_json(sheet_id: int) -> Response:
     sheet, _topic, level = get_sheet(sheet_id)
     return export_response(json_text(_record(sheet, level)), "application/json", f"sheet-{sheet.id}.json")
 
 
-@bp.route("/sheets/<int:sheet_id>.csv")
+@bp.route("/sheets/<id:sheet_id>.csv")
 def show_csv(sheet_id: int) -> Response:
     sheet, _topic, level = get_sheet(sheet_id)
     body = csv_text(core.EXPORT_COLUMNS, [core.csv_row(_record(sheet, level))])
     return export_response(body, "text/csv", f"sheet-{sheet.id}.csv")
 
 
-@bp.route("/sheets/<int:sheet_id>/history")
+@bp.route("/sheets/<id:sheet_id>/history")
 def history(sheet_id: int) -> str:
     sheet, topic, level = get_sheet(sheet_id, need=MODERATE)
     versions = db().execute(
@@ -334,7 +335,7 @@ def history(sheet_id: int) -> str:
     return render_template("sheets/history.html", versions=versions, **_view_context(sheet, topic, level))
 
 
-@bp.route("/sheets/<int:sheet_id>/v/<int:number>")
+@bp.route("/sheets/<id:sheet_id>/v/<id:number>")
 def version(sheet_id: int, number: int) -> str:
     sheet, topic, level = get_sheet(sheet_id, need=MODERATE)
     found = db().scalar(select(SheetVersion).where(SheetVersion.sheet_id == sheet.id, SheetVersion.number == number))
@@ -351,8 +352,9 @@ def version(sheet_id: int, number: int) -> str:
 
 
 def _form_int(name: str) -> int:
+    """A database id from the form (1 … MAX_ID: larger numbers cannot name anything)."""
     value = request.form.get(name, "").strip()
-    if not value.isascii() or not value.isdigit() or len(value) > 12:
+    if not value.isascii() or not value.isdigit() or len(value) > 10 or not 0 < int(value) <= MAX_ID:
         fail(400, _("The value given for “%(name)s” is not valid.", name=name))
     return int(value)
 
@@ -407,7 +409,7 @@ def _edit_page(sheet: Sheet, topic: Topic | None, *, title: str, data: dict[str,
     return body, status
 
 
-@bp.route("/sheets/<int:sheet_id>/edit", methods=["GET", "POST"])
+@bp.route("/sheets/<id:sheet_id>/edit", methods=["GET", "POST"])
 def edit(sheet_id: int) -> Any:
     sheet, topic, _level = get_sheet(sheet_id, need=MODERATE)
     if request.method == "GET":
@@ -435,7 +437,7 @@ def edit(sheet_id: int) -> Any:
     return redirect(url_for("sheets.show", sheet_id=sheet.id), code=303)
 
 
-@bp.route("/sheets/<int:sheet_id>/status", methods=["POST"])
+@bp.route("/sheets/<id:sheet_id>/status", methods=["POST"])
 def set_status(sheet_id: int) -> Any:
     sheet, _topic, _level = get_sheet(sheet_id, need=MODERATE)
     status = request.form.get("status", "").strip()

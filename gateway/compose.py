@@ -28,6 +28,7 @@ from email.message import EmailMessage
 from urllib.parse import quote
 
 from passerelle.config import Settings
+from passerelle.mail.headers import decode_header_value
 
 _HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
@@ -214,8 +215,6 @@ def build_post_copy(
 
 
 def _prefixed_subject(field: bytes, prefix: str) -> bytes:
-    from passerelle.mail.headers import decode_header_value
-
     value = field.split(b":", 1)[1].decode("ascii", "surrogateescape")
     subject = decode_header_value(value)
     if prefix.lower() in subject.lower():

@@ -36,6 +36,7 @@ from .inbound import sniff_message_id
 log = logging.getLogger(__name__)
 
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
+MAX_ERRORS_KEPT = 100
 
 
 @dataclass
@@ -47,13 +48,19 @@ class DeliveryStats:
     batches: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def note(self, error: str) -> None:
+        """Keep the first errors for the caller (every one is in its outbox row and in the log anyway)."""
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(error)
+
     def add(self, other: DeliveryStats) -> None:
         self.claimed += other.claimed
         self.sent += other.sent
         self.retried += other.retried
         self.failed += other.failed
         self.batches += other.batches
-        self.errors.extend(other.errors)
+        for error in other.errors:
+            self.note(error)
 
 
 @dataclass
@@ -319,7 +326,7 @@ def _record(
             if item.build_error:
                 values.update(status="failed", last_error=item.build_error, attempts=item.attempts + 1)
                 stats.failed += 1
-                stats.errors.append(f"#{item.row_id} {item.recipient}: {item.build_error}")
+                stats.note(f"#{item.row_id} {item.recipient}: {item.build_error}")
             else:
                 code, text = item.result or (0, "not attempted")
                 attempts = item.attempts + 1
@@ -330,7 +337,7 @@ def _record(
                 elif code >= 500:
                     values.update(status="failed", last_error=f"{code} {text}"[:2000])
                     stats.failed += 1
-                    stats.errors.append(f"#{item.row_id} {item.recipient}: {code} {text}")
+                    stats.note(f"#{item.row_id} {item.recipient}: {code} {text}")
                     log.warning("outbox #%s to %s refused by relay: %s %s", item.row_id, item.recipient, code, text)
                 else:
                     error = f"{code} {text}" if code else text
@@ -341,7 +348,7 @@ def _record(
                             f" {error}"[:2000],
                         )
                         stats.failed += 1
-                        stats.errors.append(f"#{item.row_id} {item.recipient}: gave up: {error}")
+                        stats.note(f"#{item.row_id} {item.recipient}: gave up: {error}")
                     else:
                         values.update(
                             status="pending", last_error=error[:2000],

@@ -119,7 +119,10 @@ class GatewayHandler:
 
     def _list_names(self, *, fresh: bool) -> list[str]:
         with self._names_lock:
-            if not fresh and time.monotonic() < self._names_until:
+            age = LIST_NAMES_TTL - (self._names_until - time.monotonic())
+            # "fresh" (an unknown name) re-reads at most once a second: a dictionary attack on RCPT must not
+            # become a database read per guess.
+            if age < (1.0 if fresh else LIST_NAMES_TTL):
                 return self._names
         with self.gate.spool(), session_scope(self.factory) as session:
             names = list_names(session)

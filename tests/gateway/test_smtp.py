@@ -194,3 +194,25 @@ def test_no_headers_8bit_without_smtputf8_and_long_lines_are_kept_as_received(
         send(port, raw, mail_from="zoe@example.org")
     rows = _spool(session_factory)
     assert [r.raw for r in rows] == [no_headers, eight_bit_raw, long_line]
+
+
+@pytest.mark.slow
+def test_thirty_megabytes_accepted_below_a_raised_limit(
+    fast_settings: Settings, session_factory: sessionmaker[Session], forum: Forum
+) -> None:
+    import base64
+
+    settings = fast_settings.with_overrides({"lists": {"max_message_bytes": 32 * 1024 * 1024}})
+    attachment = base64.encodebytes(bytes(range(256)) * (22 * 1024 * 1024 // 256)).replace(b"\n", b"\r\n")
+    raw = (
+        b"From: Camille Martin <camille.martin@eurometropole.example>\r\nTo: forum@forum.test\r\n"
+        b"Subject: Plans du pont\r\nMessage-ID: <big@eurometropole.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nVoici les plans.\r\n'
+        b'--b\r\nContent-Type: application/pdf; name="plans.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        + attachment + b"--b--\r\n"
+    )
+    assert 29 * 1024 * 1024 < len(raw) < 32 * 1024 * 1024
+    with GatewayService(settings, session_factory, worker=False, delivery=False) as svc:
+        assert send(svc.smtp_port, raw).startswith("2.0.0 queued")
+    [row] = _spool(session_factory)
+    assert row.raw == raw and row.size == len(raw)

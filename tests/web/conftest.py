@@ -74,10 +74,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def app(settings: Settings, session_factory: sessionmaker[Session], clock: Clock) -> Flask:
+def app(settings: Settings, session_factory: sessionmaker[Session], clock: Clock) -> Iterator[Flask]:
     app = create_app(settings, session_factory=session_factory, clock=clock)
     app.config["TESTING"] = True
-    return app
+    yield app
+    app.extensions["passerelle"].dispose()
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ def live_server(settings: Settings, engine: object, forum: Forum) -> Iterator[st
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
+        app.extensions["passerelle"].dispose()
 
 
 @pytest.fixture

@@ -158,13 +158,18 @@ def test_error_pages_leak_nothing(settings, session_factory, clock, forum: Forum
 
     app.add_url_rule("/explode", view_func=explode)
     client = english_client(app)
-    r = client.get("/explode")
-    assert r.status_code == 500
-    assert b"Xavier" not in r.data and b"Traceback" not in r.data and b"Something went wrong" in r.data
-    for path in (f"/m/t{forum.private_topic_id}.0@test.example/raw", f"/a/{forum.private_attachment_id}/dossier.txt",
-                 f"/t/{forum.private_topic_id}/mbox", f"/c/{forum.private_category_id}/mbox"):
-        r = client.get(path)
-        assert r.status_code == 404 and b"Xavier" not in r.data and b"secret" not in r.data
+    try:
+        r = client.get("/explode")
+        assert r.status_code == 500
+        assert b"Xavier" not in r.data and b"Traceback" not in r.data and b"Something went wrong" in r.data
+        for path in (f"/m/t{forum.private_topic_id}.0@test.example/raw",
+                     f"/m/t{forum.private_topic_id}.0@test.example/html",
+                     f"/a/{forum.private_attachment_id}/dossier.txt",
+                     f"/t/{forum.private_topic_id}/mbox", f"/c/{forum.private_category_id}/mbox"):
+            r = client.get(path)
+            assert r.status_code == 404 and b"Xavier" not in r.data and b"secret" not in r.data
+    finally:
+        app.extensions["passerelle"].dispose()
 
 
 GARBAGE_PATHS = (
