@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-from datetime import date
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pygal
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from pygal.style import Style
@@ -25,7 +28,7 @@ from passerelle.overview import FIGURES, Overview, Scope
 
 from .app import NavItem
 from .sheets import csv_text, export_response
-from .web import MAX_ID, db, fail, lists_by_id, settings
+from .web import MAX_ID, db, fail, lists_by_id, now, settings
 
 log = logging.getLogger(__name__)
 
@@ -209,27 +212,40 @@ def render_chart(figure: str, ov: Overview) -> bytes:
     return bytes(chart.render())
 
 
-def _compute(figure: str | None, scope: Scope) -> Overview:
-    """The whole overview, or only what one figure needs (a chart request computes one figure)."""
-    session = db()
-    if figure is None:
-        return core.build_overview(session, scope)
-    parts: dict[str, Any] = {}
-    if figure == "months":
-        parts["months"] = core.topics_per_month(session, scope)
-    elif figure == "categories":
-        parts["categories"] = core.topics_per_category(session, scope)
-    elif figure == "countries":
-        parts["countries"] = core.topics_per_country(session, scope)
-    elif figure == "borders":
-        parts["borders"] = core.topics_per_border(session, scope)
-    elif figure == "timings":
-        parts["timings"] = core.response_times(session, scope)
-    elif figure == "organisations":
-        parts["organisations"] = core.active_organisations(session, scope)
-    else:
-        fail(404, _("There is no such figure."))
-    return Overview(scope=scope, total_topics=0, open_topics=0, closed_topics=0, **parts)
+CACHE_SECONDS = 300
+CACHE_ENTRIES = 64
+
+
+@dataclass
+class _Cache:
+    """Overviews computed recently, per scope: one page view asks for the page, six charts and maybe the
+    CSV, all from one computation (every figure is an aggregate: the same for every reader)."""
+
+    entries: dict[Scope, tuple[datetime, Overview]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _cache() -> _Cache:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return app.extensions.setdefault("passerelle.overview", _Cache())  # type: ignore[no-any-return]
+
+
+def _compute(scope: Scope) -> Overview:
+    cache = _cache()
+    current = now()
+    with cache.lock:
+        hit = cache.entries.get(scope)
+        if hit is not None and current - hit[0] < timedelta(seconds=CACHE_SECONDS):
+            return hit[1]
+    started = time.perf_counter()
+    result = core.build_overview(db(), scope)
+    log.info("overview computed in %.0f ms (%d topics)", (time.perf_counter() - started) * 1000,
+             result.total_topics)
+    with cache.lock:
+        if len(cache.entries) >= CACHE_ENTRIES:
+            cache.entries.clear()
+        cache.entries[scope] = (current, result)
+    return result
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -250,7 +266,7 @@ def _duration(hours: float | None) -> str:
 @bp.route("/overview")
 def index() -> str:
     scope = scope_from_request()
-    ov = _compute(None, scope)
+    ov = _compute(scope)
     tables = {figure: core.figure_table(ov, figure) for figure in FIGURES}
     lists = sorted(lists_by_id().values(), key=lambda ml: ml.id)
     return render_template(
@@ -265,7 +281,7 @@ def chart(figure: str) -> Response:
     if figure not in FIGURES:
         fail(404, _("There is no such figure."))
     scope = scope_from_request()
-    svg = render_chart(figure, _compute(figure, scope))
+    svg = render_chart(figure, _compute(scope))
     response = Response(svg, mimetype="image/svg+xml")
     # The SVG carries its own <style>; nothing in it may run or load anything (pygal also writes a small
     # inline script of settings: blocked here, and never run from an <img> anyway).
@@ -279,13 +295,13 @@ def chart(figure: str) -> Response:
 def figure_csv(figure: str) -> Response:
     if figure not in FIGURES:
         fail(404, _("There is no such figure."))
-    header, rows = core.figure_table(_compute(figure, scope_from_request()), figure)
+    header, rows = core.figure_table(_compute(scope_from_request()), figure)
     body = csv_text(header, [[core.spreadsheet_safe(c) for c in row] for row in rows])
     return export_response(body, "text/csv", f"overview-{figure}.csv")
 
 
 @bp.route("/overview.csv")
 def all_csv() -> Response:
-    ov = _compute(None, scope_from_request())
+    ov = _compute(scope_from_request())
     rows = [[core.spreadsheet_safe(c) for c in row] for row in core.long_rows(ov)]
     return export_response(csv_text(["figure", "label", "measure", "value"], rows), "text/csv", "overview.csv")

@@ -370,6 +370,11 @@ def create() -> Any:
         fail(400, _("Unknown kind of sheet “%(value)s”: obstacle or practice.", value=kind[:40]))
     session = db()
     topic = session.get(Topic, topic_id)
+    # A topic merged into another (#merge) lives on in its target: the sheet is about that one.
+    for _hop in range(20):
+        if topic is None or topic.merged_into_id is None:
+            break
+        topic = session.get(Topic, topic.merged_into_id)
     if topic is None or not v.moderates(topic.list_id):
         if topic is not None and v.signed_in:
             fail(403, _("Only the forum's moderators can make sheets."))

@@ -282,10 +282,11 @@ def _progress(label: str, done: int, total: int, started: float) -> None:
 
 
 def bulk_load(engine: Engine, count: int, *, seed: int = 1, list_name: str = "forum", batch: int = 5000,
-              quiet: bool = False) -> tuple[dict[str, int], Generator]:
+              quiet: bool = False, instant: int = 0) -> tuple[dict[str, int], Generator]:
     """Insert ``count`` posts straight into an empty schema (list, organisations, members, topics, messages,
     search index), bypassing the gateway: the fastest way to a large archive. Returns ids of interest and
-    the generator (its ``queries()`` know which rare words were used)."""
+    the generator (its ``queries()`` know which rare words were used). Members are member<i>@example.org,
+    all subscribed; the first ``instant`` receive posts by mail, the others take no mail."""
     from passerelle.models import Category, MailingList, Member, Message, Organisation, Subscription, Topic
     from passerelle.search import SEARCH_TABLE
 
@@ -308,7 +309,8 @@ def bulk_load(engine: Engine, count: int, *, seed: int = 1, list_name: str = "fo
             for i in range(gen.members)
         ])
         conn.execute(insert(Subscription), [
-            {"member_id": 1 + i, "list_id": list_id, "created_at": now} for i in range(gen.members)
+            {"member_id": 1 + i, "list_id": list_id, "created_at": now,
+             "delivery_mode": "instant" if i < instant else "nomail"} for i in range(gen.members)
         ])
         category_ids = conn.execute(insert(Category).returning(Category.id, sort_by_parameter_order=True), [
             {"list_id": list_id, "name": name, "slug": slug, "public_access": "full", "created_at": now}

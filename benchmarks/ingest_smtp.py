@@ -32,14 +32,15 @@ SUBSCRIBERS = 20
 AUTHORS = 50
 
 
-def make_messages(count: int, *, seed: int = 3, domain: str = "forum.bench") -> list[tuple[str, bytes]]:
+def make_messages(count: int, *, seed: int = 3, domain: str = "forum.bench",
+                  author_format: str = "author{}@members.example.org") -> list[tuple[str, bytes]]:
     """(envelope sender, raw bytes) of ``count`` posts: a quarter start topics, the rest answer one."""
     gen = Generator(seed=seed)
     start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     out: list[tuple[str, bytes]] = []
     topics: list[tuple[str, str, list[str]]] = []  # (subject, language, message ids)
     for n in range(count):
-        author = f"author{n % AUTHORS}@members.example.org"
+        author = author_format.format(n % AUTHORS)
         mid = f"ingest-{seed}-{n}@members.example.org"
         headers = [f"From: Author {n % AUTHORS} <{author}>", f"To: forum@{domain}",
                    f"Date: {format_datetime(start + timedelta(seconds=30 * n))}", f"Message-ID: <{mid}>",

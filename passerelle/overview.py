@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import ColumnElement, func, select
@@ -179,8 +180,35 @@ def _hours(delta: timedelta) -> float:
 # ============================================================================================ figures
 
 
-def _month_key(value: datetime, tz: ZoneInfo) -> str:
-    return value.astimezone(tz).strftime("%Y-%m")
+def _hour_bucket(session: Session, column: Any) -> Any:
+    """SQL: the UTC hour of ``column`` as text "YYYY-MM-DD HH" (grouping by it keeps the result small —
+    at most 24 rows a day — and exact for every time zone whose offset is whole hours)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24")
+    return func.strftime("%Y-%m-%d %H", column)
+
+
+def _hours_between(session: Session, later: Any, earlier: Any) -> Any:
+    """SQL: ``later - earlier`` in hours, as a number (no datetime is decoded in Python)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", later - earlier) / 3600.0
+    return (func.julianday(later) - func.julianday(earlier)) * 24.0
+
+
+def _local_months(rows: Iterable[tuple[str, int]], tz: ZoneInfo) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for bucket, count in rows:
+        if not bucket:
+            continue
+        # UTC offsets stay within ±14 hours: only the first and last day of a month can be in another
+        # local month, the only hours worth converting.
+        day = int(bucket[8:10])
+        if 2 <= day <= 27:
+            out[bucket[:7]] += int(count)
+            continue
+        utc = datetime(int(bucket[:4]), int(bucket[5:7]), day, int(bucket[11:13]), tzinfo=UTC)
+        out[utc.astimezone(tz).strftime("%Y-%m")] += int(count)
+    return out
 
 
 def _month_range(first: str, last: str) -> list[str]:
@@ -199,10 +227,12 @@ def topics_per_month(session: Session, scope: Scope) -> list[MonthRow]:
     """Topics opened and closed in each calendar month, months without any included between the first
     and the last."""
     tz = zone(scope.timezone)
-    opened = Counter(_month_key(v, tz) for v in session.scalars(select(Topic.created_at).where(
-        *scope.topic_conditions())))
-    closed = Counter(_month_key(v, tz) for v in session.scalars(select(Topic.closed_at).where(
-        *scope.closed_conditions())))
+    opened_bucket = _hour_bucket(session, Topic.created_at)
+    closed_bucket = _hour_bucket(session, Topic.closed_at)
+    opened = _local_months(session.execute(
+        select(opened_bucket, func.count()).where(*scope.topic_conditions()).group_by(opened_bucket)).all(), tz)
+    closed = _local_months(session.execute(
+        select(closed_bucket, func.count()).where(*scope.closed_conditions()).group_by(closed_bucket)).all(), tz)
     keys = set(opened) | set(closed)
     if not keys:
         return []
@@ -228,76 +258,94 @@ def topics_per_category(session: Session, scope: Scope) -> list[CountRow]:
     return sorted(result, key=lambda r: (-r.topics, r.label == "", r.label.lower()))
 
 
-def _participation(session: Session, scope: Scope, column: object) -> list[CountRow]:
+@dataclass(frozen=True)
+class Participation:
+    """Who took part where, from one pass over the messages: per (topic, organisation) how many messages."""
+
+    # (topic id, topic status, organisation id, messages)
+    rows: list[tuple[int, str, int, int]]
+    organisations: dict[int, Organisation]
+
+
+def participation(session: Session, scope: Scope) -> Participation:
     rows = session.execute(
-        select(column, Topic.status, func.count(func.distinct(Topic.id)))
+        select(Message.topic_id, Topic.status, Member.organisation_id, func.count())
         .select_from(Message)
         .join(Topic, Topic.id == Message.topic_id)
         .join(Member, Member.id == Message.author_id)
-        .join(Organisation, Organisation.id == Member.organisation_id)
-        .where(*scope.topic_conditions(), column != "")  # type: ignore[operator]
-        .group_by(column, Topic.status)
+        .where(*scope.topic_conditions(), Member.organisation_id.is_not(None))
+        .group_by(Message.topic_id, Topic.status, Member.organisation_id)
     ).all()
+    orgs = {o.id: o for o in session.scalars(select(Organisation))} if rows else {}
+    return Participation([(int(t), str(s), int(o), int(n)) for t, s, o, n in rows], orgs)
+
+
+def _per_key(part: Participation, key: Any) -> list[CountRow]:
+    seen: set[tuple[str, int]] = set()
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for key, status, count in rows:
-        entry = totals[str(key)]
-        entry[0] += count
+    for topic_id, status, org_id, _n in part.rows:
+        org = part.organisations.get(org_id)
+        label = key(org) if org is not None else ""
+        if not label or (label, topic_id) in seen:
+            continue
+        seen.add((label, topic_id))
+        entry = totals[label]
+        entry[0] += 1
         if status == "closed":
-            entry[1] += count
+            entry[1] += 1
     result = [CountRow(k, t, c, t - c) for k, (t, c) in totals.items()]
     return sorted(result, key=lambda r: (-r.topics, r.label))
 
 
-def topics_per_country(session: Session, scope: Scope) -> list[CountRow]:
+def topics_per_country(session: Session, scope: Scope, part: Participation | None = None) -> list[CountRow]:
     """Topics in which someone of an organisation of each country took part."""
-    return _participation(session, scope, Organisation.country)
+    return _per_key(part or participation(session, scope), lambda o: o.country)
 
 
-def topics_per_border(session: Session, scope: Scope) -> list[CountRow]:
+def topics_per_border(session: Session, scope: Scope, part: Participation | None = None) -> list[CountRow]:
     """Topics in which someone of an organisation working on each border took part."""
-    return _participation(session, scope, Organisation.border)
+    return _per_key(part or participation(session, scope), lambda o: o.border)
 
 
 def response_times(session: Session, scope: Scope) -> Timings:
+    first = session.scalars(
+        select(_hours_between(session, Topic.first_answer_at, Topic.created_at))
+        .where(*scope.topic_conditions(), Topic.first_answer_at.is_not(None))
+    ).all()
     rows = session.execute(
-        select(Topic.created_at, Topic.first_answer_at, Topic.closed_at, Topic.status, Topic.outcome).where(
-            *scope.topic_conditions()
-        )
+        select(_hours_between(session, Topic.closed_at, Topic.created_at), Topic.outcome)
+        .where(*scope.topic_conditions(), Topic.status == "closed", Topic.closed_at.is_not(None))
     ).all()
-    first = [_hours(a - c) for c, a, _cl, _s, _o in rows if a is not None]
-    solved = [_hours(cl - c) for c, _a, cl, s, o in rows if cl is not None and s == "closed" and o == "solved"]
-    closing = [_hours(cl - c) for c, _a, cl, s, o in rows if cl is not None and s == "closed" and o != "duplicate"]
-    return Timings(first_answer=stat(first), resolution=stat(solved), closing=stat(closing))
+    solved = [float(h) for h, outcome in rows if outcome == "solved" and h is not None]
+    closing = [float(h) for h, outcome in rows if outcome != "duplicate" and h is not None]
+    return Timings(first_answer=stat([float(h) for h in first if h is not None]), resolution=stat(solved),
+                   closing=stat(closing))
 
 
-def active_organisations(session: Session, scope: Scope, *, limit: int = 10) -> list[OrgRow]:
+def active_organisations(session: Session, scope: Scope, *, limit: int = 10,
+                         part: Participation | None = None) -> list[OrgRow]:
     """The organisations whose people wrote the most messages (then started the most topics)."""
-    messages = session.execute(
-        select(Organisation.id, func.count(Message.id), func.count(func.distinct(Message.topic_id)))
-        .select_from(Message)
-        .join(Topic, Topic.id == Message.topic_id)
-        .join(Member, Member.id == Message.author_id)
-        .join(Organisation, Organisation.id == Member.organisation_id)
-        .where(*scope.topic_conditions())
-        .group_by(Organisation.id)
-    ).all()
+    part = part or participation(session, scope)
+    if not part.rows:
+        return []
+    messages: Counter[int] = Counter()
+    topics: Counter[int] = Counter()
+    for _topic_id, _status, org_id, n in part.rows:
+        messages[org_id] += n
+        topics[org_id] += 1
     started = dict(
         session.execute(
-            select(Organisation.id, func.count(Topic.id))
+            select(Member.organisation_id, func.count(Topic.id))
             .select_from(Topic)
             .join(Member, Member.id == Topic.author_id)
-            .join(Organisation, Organisation.id == Member.organisation_id)
-            .where(*scope.topic_conditions())
-            .group_by(Organisation.id)
+            .where(*scope.topic_conditions(), Member.organisation_id.is_not(None))
+            .group_by(Member.organisation_id)
         ).all()
     )
-    if not messages:
-        return []
-    orgs = {o.id: o for o in session.scalars(select(Organisation).where(
-        Organisation.id.in_([row[0] for row in messages])))}
     rows = [
-        OrgRow(orgs[oid].name, orgs[oid].country, int(count), int(started.get(oid, 0)), int(topics))
-        for oid, count, topics in messages
+        OrgRow(part.organisations[oid].name, part.organisations[oid].country, int(count),
+               int(started.get(oid, 0)), int(topics[oid]))
+        for oid, count in messages.items() if oid in part.organisations
     ]
     rows.sort(key=lambda r: (-r.messages, -r.topics_started, r.name.lower()))
     return rows[:limit]
@@ -312,6 +360,7 @@ def build_overview(session: Session, scope: Scope, *, organisations: int = 10) -
     )
     total = int(sum(counts.values()))
     closed = int(counts.get("closed", 0))
+    part = participation(session, scope)
     return Overview(
         scope=scope,
         total_topics=total,
@@ -319,10 +368,10 @@ def build_overview(session: Session, scope: Scope, *, organisations: int = 10) -
         closed_topics=closed,
         months=topics_per_month(session, scope),
         categories=topics_per_category(session, scope),
-        countries=topics_per_country(session, scope),
-        borders=topics_per_border(session, scope),
+        countries=topics_per_country(session, scope, part),
+        borders=topics_per_border(session, scope, part),
         timings=response_times(session, scope),
-        organisations=active_organisations(session, scope, limit=organisations),
+        organisations=active_organisations(session, scope, limit=organisations, part=part),
     )
 
 
@@ -377,6 +426,7 @@ __all__ = [
     "MonthRow",
     "OrgRow",
     "Overview",
+    "Participation",
     "Scope",
     "Stat",
     "Timings",
@@ -384,6 +434,7 @@ __all__ = [
     "build_overview",
     "figure_table",
     "long_rows",
+    "participation",
     "percentile",
     "response_times",
     "spreadsheet_safe",

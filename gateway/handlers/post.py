@@ -72,6 +72,9 @@ def post_message(
     ``cleaned_text``/``cleaned_subject``: without a moderator's #command lines (None: as received)."""
     session, parsed, ml = ctx.session, ctx.parsed, ctx.mailing_list
     now = ctx.now
+    # The archive dates a post by its arrival in the spool, not by when a worker got to it (after a restart,
+    # a backlog or an archive import the two differ by hours or years).
+    arrived = min(ctx.inbound.received_at or now, now)
     from_addr = (parsed.from_addr or ctx.inbound.envelope_from or "").lower()
     subject = (parsed.subject if cleaned_subject is None else cleaned_subject).strip() or NO_SUBJECT
     topic = placement.topic
@@ -84,8 +87,8 @@ def post_message(
             normalized_subject=subject_key(subject)[:500],
             status="open",
             author_id=ctx.sender.id if ctx.sender is not None else None,
-            created_at=now,
-            last_post_at=now,
+            created_at=arrived,
+            last_post_at=arrived,
             message_count=0,
         )
         session.add(topic)
@@ -106,9 +109,9 @@ def post_message(
         from_name=parsed.from_name[:200],
         from_addr=from_addr[:320],
         subject=subject[:500],
-        date=parsed.date or now,
+        date=parsed.date or arrived,
         date_offset_minutes=parsed.date_offset_minutes,
-        received_at=now,
+        received_at=arrived,
         body_text=body_text,
         new_text=reply.new_text,
         html=parsed.html,
@@ -127,8 +130,8 @@ def post_message(
     if not created:
         if topic.status == "open" and _is_answer(session, topic, message):
             topic.status = "answered"
-            topic.first_answer_at = now
-        topic.last_post_at = max(topic.last_post_at, now) if topic.last_post_at else now
+            topic.first_answer_at = arrived
+        topic.last_post_at = max(topic.last_post_at, arrived) if topic.last_post_at else arrived
     topic.message_count = (topic.message_count or 0) + 1
 
     if parsed.attachments:

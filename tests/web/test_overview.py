@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from passerelle.models import Category, Organisation, Topic
 from passerelle.overview import FIGURES
-from tests.web.conftest import Forum, sign_in
+from tests.web.conftest import NOW, Forum, sign_in
 
 TITLES = ("Fiscalité des frontaliers en télétravail", "Remboursement des soins transfrontaliers")
 PRIVATE_WORDS = ("Xavier", "confidentiel", "secrète", "jean@strasbourg.eu")
@@ -134,3 +134,15 @@ def test_empty_forum(client: FlaskClient, db: Session) -> None:
     assert "No data yet" in page
     for figure in FIGURES:
         assert client.get(f"/overview/chart/{figure}.svg").status_code == 200
+
+
+def test_figures_are_computed_once_for_a_page_view(client: FlaskClient, closed: Forum, db: Session, clock) -> None:
+    """The page, its six charts and the CSV come from one computation, kept five minutes."""
+    first = client.get("/overview.csv").get_data(as_text=True)
+    topic = db.get(Topic, closed.private_topic_id)
+    topic.status, topic.outcome, topic.closed_at = "closed", "no-action", NOW  # type: ignore[union-attr]
+    db.commit()
+    assert client.get("/overview.csv").get_data(as_text=True) == first
+    clock.advance(seconds=301)
+    rows = list(csv.DictReader(io.StringIO(client.get("/overview.csv").get_data(as_text=True))))
+    assert {(r["figure"], r["measure"]): r["value"] for r in rows}[("totals", "closed")] == "2"

@@ -273,3 +273,14 @@ def test_bad_requests(client: FlaskClient, forum: Forum, db: Session) -> None:
     r = client.post("/sheets/new", data={"topic": forum.public_topic_id, "kind": "obstacle",
                                          "csrf_token": csrf(client)})
     assert r.status_code == 302 and "/login" in r.headers["Location"]
+
+
+def test_sheet_of_a_merged_topic_is_about_its_target(client: FlaskClient, forum: Forum, db: Session) -> None:
+    from passerelle.models import Topic
+
+    db.get(Topic, forum.public_topic_id).merged_into_id = forum.private_topic_id  # type: ignore[union-attr]
+    db.commit()
+    sheet_id = make_sheet(client, forum, forum.public_topic_id)
+    db.rollback()
+    assert db.get(Sheet, sheet_id).topic_id == forum.private_topic_id  # type: ignore[union-attr]
+    db.rollback()
