@@ -125,9 +125,10 @@ TOPICS = [
             Post(4, "Hallo zusammen,\n\nbei uns gilt seit 2023 die deutsch-französische Verständigungsvereinbarung; "
                     "für die Sozialversicherung haben wir das EU-Rahmenabkommen unterzeichnet. Die Steuerfrage bleibt "
                     "schwierig.\n\nViele Grüße\nMarkus Weber", 2, 0),
-            Post(5, "Côté suisse, la situation est similaire : l'accord amiable franco-suisse fixe 40 % de télétravail. "
-                    "Mais pour nous c'est une question qui doit remonter au niveau national : les seuils diffèrent "
-                    "d'une frontière à l'autre et aucun acteur local ne peut les harmoniser.\n\nSophie Girard", 4, 0),
+            Post(5, "Côté suisse, la situation est similaire : l'accord amiable franco-suisse fixe 40 % de "
+                    "télétravail. Mais pour nous c'est une question qui doit remonter au niveau national : "
+                    "les seuils diffèrent d'une frontière à l'autre et aucun acteur local ne peut les "
+                    "harmoniser.\n\nSophie Girard", 4, 0),
         ),
         tags=("télétravail", "fiscalité"),
         escalate=("national", "Seuils de télétravail différents selon les frontières ; harmonisation demandée."),
@@ -246,9 +247,8 @@ def _mail(settings: Settings, topic_no: int, post_no: int, post: Post, topic: De
 
 def load_demo(session: Session, settings: Settings, *, factory: sessionmaker[Session], now: datetime) -> str:
     """Load the demo forum if the database has no list yet; returns a summary ("" when nothing was done)."""
-    from gateway.worker import process_pending
-
     from gateway.inbound import spool_message
+    from gateway.worker import process_pending
 
     if session.scalar(select(MailingList).limit(1)) is not None:
         return ""

@@ -58,9 +58,9 @@ def test_bad_site_files_give_clear_errors(tmp_path: Path, content: str, message:
 
 
 def test_bad_environment_value_is_named() -> None:
-    with pytest.raises(ConfigError, match="smtp.port"):
+    with pytest.raises(ConfigError, match=r"smtp\.port"):
         load_settings(environ={"PASSERELLE_SMTP__PORT": "lots"})
-    with pytest.raises(ConfigError, match="dmarc.enabled"):
+    with pytest.raises(ConfigError, match=r"dmarc\.enabled"):
         load_settings(environ={"PASSERELLE_DMARC__ENABLED": "perhaps"})
 
 

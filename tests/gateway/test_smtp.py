@@ -207,7 +207,8 @@ def test_thirty_megabytes_accepted_below_a_raised_limit(
     raw = (
         b"From: Camille Martin <camille.martin@eurometropole.example>\r\nTo: forum@forum.test\r\n"
         b"Subject: Plans du pont\r\nMessage-ID: <big@eurometropole.example>\r\nMIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nVoici les plans.\r\n'
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n'
+        b"Voici les plans.\r\n"
         b'--b\r\nContent-Type: application/pdf; name="plans.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
         + attachment + b"--b--\r\n"
     )
