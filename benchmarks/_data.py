@@ -379,7 +379,7 @@ def bulk_load(engine: Engine, count: int, *, seed: int = 1, list_name: str = "fo
 
 
 def build_search_index(engine: Engine) -> None:
-    """Fill the search index from the messages table in one statement (what index_message does row by row)."""
+    """Fill the search index from the messages table in bulk (what index_message does row by row)."""
     from passerelle import search
 
     table = search.SEARCH_TABLE
@@ -391,12 +391,19 @@ def build_search_index(engine: Engine) -> None:
             ))
             conn.execute(text(f"INSERT INTO {table}({table}) VALUES ('optimize')"))
         else:
-            config = getattr(search, "PG_CONFIG", "simple")
-            conn.execute(text(
-                f"INSERT INTO {table}(message_pk, subject_tsv, document) SELECT id,"
-                f" to_tsvector('{config}', subject),"
-                f" setweight(to_tsvector('{config}', subject), 'A') ||"
-                f" setweight(to_tsvector('{config}', coalesce(nullif(new_text, ''), body_text)), 'B') ||"
-                f" setweight(to_tsvector('{config}', trim(from_name || ' ' || from_addr)), 'C')"
-                " FROM messages"
-            ))
+            # Each post is stemmed in the language its text is in, guessed the way index_message guesses it;
+            # then one INSERT ... SELECT per configuration.
+            rows = conn.execute(text("SELECT id, subject, left(coalesce(nullif(new_text, ''), body_text), 4000)"
+                                     " FROM messages")).all()
+            by_config: dict[str, list[int]] = {}
+            for row in rows:
+                by_config.setdefault(search.pg_stem_config(f"{row[1]}\n{row[2]}"), []).append(row[0])
+            subject_tsv, document = search.pg_document_sql(
+                "m.subject", "coalesce(nullif(m.new_text, ''), m.body_text)",
+                "trim(m.from_name || ' ' || m.from_addr)", ":config")
+            for config, ids in by_config.items():
+                for start in range(0, len(ids), 50_000):
+                    conn.execute(text(
+                        f"INSERT INTO {table}(message_pk, subject_tsv, document) SELECT m.id, {subject_tsv},"
+                        f" {document} FROM messages m WHERE m.id = ANY(:ids)"),
+                        {"config": config, "ids": ids[start:start + 50_000]})

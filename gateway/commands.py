@@ -15,7 +15,11 @@ The web routes ``/confirm/<token>`` to :func:`confirm_token` (and may show :func
 link scanners fetch every URL of a mail, so the web should confirm on POST).
 
 Posts go through :func:`intercept_post`, called by the worker after thread placement and before the closed
-topic check, so that a moderator's ``#reopen`` works on a closed topic.
+topic check, so that a moderator's ``#reopen`` works on a closed topic. The commands of the first mail of a
+topic run once the post handler created that topic (``InterceptResult.after_topic_created``).
+
+Mail from Apple Mail's Unsubscribe button (``X-Apple-Unsubscribe: true``, also marked Auto-Submitted) to
+``LIST-request@`` is an ``unsubscribe``, proven or confirmed like any other.
 
 Proof of sender (gateway.proof): moderator commands, and a member's ``unsubscribe``, are obeyed at once
 only when DKIM or a trusted Authentication-Results header proves the From address; otherwise they are kept
@@ -30,7 +34,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,6 +57,7 @@ from gateway.context import MailContext
 from gateway.moderation import handle_decision_mail, held_by_token, new_token
 from gateway.notices import queue_notice
 from gateway.proof import Proof, prove_context
+from gateway.rules.autoreply import is_unsubscribe_button
 from gateway.templates import render
 from passerelle.config import Settings
 from passerelle.models import (
@@ -92,13 +97,16 @@ class InterceptResult:
     ``post``: archive and fan it out (False when the mail held only commands). ``text``: the body to
     archive and send, without the command lines (None = unchanged). ``handled``: a short summary for the
     spool row's reason ("" when the mail had no command). ``subject``: the subject without its commands
-    (None = unchanged).
+    (None = unchanged). ``after_topic_created``: set for the first mail of a topic, whose commands wait for
+    the topic it creates (call it with that topic, in the same transaction, before the copies are addressed).
     """
 
     post: bool
     text: str | None = None
     handled: str = ""
     subject: str | None = None
+    # For the first mail of a topic: runs the commands on the topic once the post handler created it.
+    after_topic_created: Callable[[Topic], None] | None = field(default=None, compare=False)
 
     @property
     def summary(self) -> str:
@@ -360,14 +368,20 @@ def handle_request_mail(ctx: MailContext) -> str:
         new_text = parsed.text or ""
     refs = _replied_ids(parsed)
 
+    scan = None
+    if kind == "request" and is_unsubscribe_button(ctx):
+        # Apple Mail's Unsubscribe button (gateway.rules.autoreply lets it through): the header says what is
+        # asked whatever the subject; the body ("Apple Mail sent this email to unsubscribe...") is no command.
+        scan = scan_request("unsubscribe", "")
+
     # 1. Answers to our own mails: the token is in the address, In-Reply-To/References or the subject.
-    if kind == "request":
+    if kind == "request" and scan is None:
         for mid in refs:
             match = _OUR_ID.match(mid)
             if match:
                 kind, value = match.group(1).lower(), match.group(2).lower()
                 break
-    if kind == "request":
+    if kind == "request" and scan is None:
         token = find_token(parsed.subject or "")
         if token is not None:
             if held_by_token(ctx.session, token) is not None:
@@ -375,8 +389,7 @@ def handle_request_mail(ctx: MailContext) -> str:
             elif _pending(ctx.session, token) is not None:
                 kind, value = "confirm", token
 
-    scan = None
-    if kind == "request":
+    if kind == "request" and scan is None:
         scan = scan_request(parsed.normalized_subject or "", new_text)
     ex = Exec(
         session=ctx.session, settings=ctx.settings, now=ctx.now, mailing_list=ctx.mailing_list, email=email,
@@ -797,6 +810,10 @@ def intercept_post(ctx: MailContext, topic: Topic | None) -> InterceptResult:
     Members' ``#follow`` / ``#mute`` and moderators' commands run (moderators' only with proof of sender,
     else after a confirmation); their lines are removed from the text; a mail holding nothing else is not
     posted. A member's moderator-only lines are left in the post, and the member is told.
+
+    In the first mail of a topic the commands apply to the topic that mail creates: they do not run here
+    (there is no topic yet) but in ``after_topic_created``, which gateway.worker has the post handler call
+    once the topic exists, in the same transaction and before the copies are addressed.
     """
     parsed = ctx.parsed
     text = parsed.text or ""
@@ -815,45 +832,16 @@ def intercept_post(ctx: MailContext, topic: Topic | None) -> InterceptResult:
     mod_cmds = [c for c in scan.commands if c.is_moderator_command]
     is_mod = ctx.sender is not None and ctx.subscription is not None and ctx.subscription.is_moderator \
         and ctx.subscription.status in MODERATING_STATUSES
-    email = (parsed.from_addr or "").strip()
-    ex = Exec(session=ctx.session, settings=ctx.settings, now=ctx.now, mailing_list=ctx.mailing_list, email=email,
-              member=ctx.sender, language=_sender_language(ctx), via="mail", name=parsed.from_name or "",
-              topic=_final_topic(ctx.session, topic) if topic is not None else None,
-              replied_to=_replied_ids(parsed))
 
-    handled: list[Command] = []
+    # Which lines are commands (removed from the post) is known before anything runs: members' #follow and
+    # #mute; a moderator's commands and the unknown "#word" lines next to them. A member's moderator-only
+    # lines stay in the post as text.
+    handled: list[Command] = list(member_cmds)
     unknown_handled: list[str] = []
-    summary: list[str] = []
-    for cmd in member_cmds:
-        if cmd.error:
-            ex.say(cmd.error, arg=cmd.error_arg)
-        else:
-            _cmd_follow(ex, cmd)
-        handled.append(cmd)
-        summary.append(cmd.name)
-    if mod_cmds and not is_mod:
-        # Left in the post: for a member these lines are text (and a member cannot close topics).
-        ex.say("mod.not_moderator", list=ctx.mailing_list.name,
-               commands=", ".join(_quote(c.line, 40) for c in mod_cmds))
-    elif (mod_cmds or scan.unknown_lines) and is_mod:
+    if is_mod and (mod_cmds or scan.unknown_lines):
         handled.extend(mod_cmds)
         unknown_handled.extend(scan.unknown_lines)
-        for line in scan.unknown_lines:
-            ex.say("unknown_command", line=_quote(line))
-        if mod_cmds and ex.topic is None:
-            ex.say("mod.no_topic", command=", ".join(_quote(c.line, 40) for c in mod_cmds))
-        elif mod_cmds:
-            proof = prove_context(ctx)
-            if proof.ok:
-                run_topic_commands(ex, mod_cmds)
-                summary.extend(c.name for c in mod_cmds)
-            else:
-                # The confirmation request says it all: no second mail unless something else happened.
-                _ask_confirmation(ex, mod_cmds, scope="moderator", detail=proof.detail,
-                                  announce=bool(ex.results))
-                summary.append("awaiting confirmation")
-
-    if not handled and not unknown_handled and not ex.results:
+    if not handled and not unknown_handled and not mod_cmds:
         return PASS_THROUGH
     handled_ids = {id(c) for c in handled}
     subject_ids = {id(c) for c in scan.subject_commands}
@@ -862,12 +850,63 @@ def intercept_post(ctx: MailContext, topic: Topic | None) -> InterceptResult:
     remaining_new = strip_lines(new_text, body_lines).strip()
     post = bool(remaining_new) or bool(parsed.attachments)
     new_body = strip_lines(text, body_lines) if body_lines else None
+
+    proof = prove_context(ctx) if is_mod and mod_cmds else None
+    summary = [c.name for c in member_cmds]
+    if proof is not None:
+        if proof.ok:
+            summary.extend(c.name for c in mod_cmds)
+        else:
+            summary.append("awaiting confirmation")
+    handled_text = ("commands: " + ", ".join(summary)) if summary else "commands refused"
+
+    def run(on_topic: Topic | None) -> None:
+        _run_post_commands(ctx, on_topic, member_cmds=member_cmds, mod_cmds=mod_cmds, is_mod=is_mod,
+                           unknown_lines=unknown_handled, proof=proof)
+
+    email = (parsed.from_addr or "").strip()
+    if topic is None and post:
+        log.info("post <%s> from %s starts a topic: %s once it is created", parsed.message_id, email, handled_text)
+        return InterceptResult(post=True, text=new_body, handled=f"{handled_text} (on the new topic)"[:500],
+                               subject=cleaned_subject, after_topic_created=run)
+    run(topic)
+    log.info("post <%s> from %s: %s (posted: %s)", parsed.message_id, email, handled_text, post)
+    return InterceptResult(post=post, text=new_body, handled=handled_text[:500], subject=cleaned_subject)
+
+
+def _run_post_commands(ctx: MailContext, topic: Topic | None, *, member_cmds: Sequence[Command],
+                       mod_cmds: Sequence[Command], is_mod: bool, unknown_lines: Sequence[str],
+                       proof: Proof | None) -> None:
+    """Carry out the commands :func:`intercept_post` read, on ``topic``, and mail the sender the results."""
+    parsed = ctx.parsed
+    ex = Exec(session=ctx.session, settings=ctx.settings, now=ctx.now, mailing_list=ctx.mailing_list,
+              email=(parsed.from_addr or "").strip(), member=ctx.sender, language=_sender_language(ctx), via="mail",
+              name=parsed.from_name or "", topic=_final_topic(ctx.session, topic) if topic is not None else None,
+              replied_to=_replied_ids(parsed))
+    for cmd in member_cmds:
+        if cmd.error:
+            ex.say(cmd.error, arg=cmd.error_arg)
+        else:
+            _cmd_follow(ex, cmd)
+    if mod_cmds and not is_mod:
+        # Left in the post: for a member these lines are text (and a member cannot close topics).
+        ex.say("mod.not_moderator", list=ctx.mailing_list.name,
+               commands=", ".join(_quote(c.line, 40) for c in mod_cmds))
+    elif is_mod:
+        for line in unknown_lines:
+            ex.say("unknown_command", line=_quote(line))
+        if mod_cmds and ex.topic is None:
+            ex.say("mod.no_topic", command=", ".join(_quote(c.line, 40) for c in mod_cmds))
+        elif mod_cmds and proof is not None and proof.ok:
+            run_topic_commands(ex, mod_cmds)
+        elif mod_cmds:
+            # The confirmation request says it all: no second mail unless something else happened. Confirmed,
+            # the commands apply to ex.topic (for the first mail of a topic: the topic it created).
+            _ask_confirmation(ex, mod_cmds, scope="moderator", detail=proof.detail if proof else "",
+                              announce=bool(ex.results))
     if ex.results:
         _send_results(ex, subject_hint=parsed.subject or "", in_reply_to=parsed.message_id or None,
                       references=tuple(parsed.references or ()), dedupe_key=f"commands:{parsed.message_id}")
-    handled_text = ("commands: " + ", ".join(summary)) if summary else "commands refused"
-    log.info("post <%s> from %s: %s (posted: %s)", parsed.message_id, email, handled_text, post)
-    return InterceptResult(post=post, text=new_body, handled=handled_text[:500], subject=cleaned_subject)
 
 
 # ============================================================================================== topic commands

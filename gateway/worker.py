@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -27,6 +28,7 @@ from passerelle.models import InboundMessage, MailingList, Member, Subscription,
 
 from .claims import claim_ids, worker_identity
 from .context import MailContext
+from .dedupe import already_archived, replayed_command
 from .handlers import Outcome
 from .handlers.bounce import handle_bounce
 from .handlers.closed import closed_topic
@@ -45,6 +47,13 @@ log = logging.getLogger(__name__)
 # Rows claimed per transaction: fewer claim transactions, while a crash strands at most this many rows
 # until claim_timeout.
 CLAIM_BATCH = 20
+# SQLite: claimed rows are processed in one transaction, each in its own savepoint (a failing row rolls back
+# alone), because a commit costs more than a small post: it writes every page it touched (search index,
+# outbox, thread refs) to the WAL, and SQLite has one writer anyway. The transaction is committed after this
+# many seconds, so that SMTP commits waiting for the write lock (WriteGate) are not held back longer.
+# PostgreSQL keeps one row per transaction: several workers run side by side there, and a transaction
+# holding one list's placement lock while waiting for another row's lock could deadlock with another worker.
+BATCH_SECONDS = 0.2
 
 
 def _recipient_local(settings: Settings, inbound: InboundMessage, mailing_list: MailingList) -> str:
@@ -67,6 +76,8 @@ class _Intercepted:
     text: str | None = None
     subject: str | None = None
     summary: str = ""
+    # First mail of a topic: its commands run on the topic once post_message created it.
+    after_topic_created: Callable[[Topic], None] | None = None
 
 
 def _intercept(ctx: MailContext, topic: Topic | None) -> _Intercepted:
@@ -86,6 +97,7 @@ def _intercept(ctx: MailContext, topic: Topic | None) -> _Intercepted:
         text=getattr(result, "text", None),
         subject=getattr(result, "subject", None),
         summary=str(getattr(result, "summary", "") or ""),
+        after_topic_created=getattr(result, "after_topic_created", None),
     )
 
 
@@ -130,7 +142,7 @@ def process_message(
         if decision.kind == "bounce":
             return handle_bounce(ctx, decision.data)
         if decision.kind == "command":
-            return handle_command(ctx)
+            return replayed_command(ctx) or handle_command(ctx)
         if decision.kind == "owner":
             return forward_to_owners(ctx)
         if decision.kind == "hold":
@@ -141,10 +153,10 @@ def process_message(
     # Posting: duplicate check, thread placement, moderator commands, closed topic, then the post itself.
     duplicate = find_duplicate(session, parsed.message_id)
     if duplicate is not None:
-        return Outcome(
-            "duplicate", f"Message-ID <{parsed.message_id}> already archived as message #{duplicate}",
-            message_pk=duplicate,
-        )
+        return already_archived(session, parsed.message_id, duplicate)
+    replay = replayed_command(ctx, posting=True)
+    if replay is not None:
+        return replay
     placement = place_message(ctx)
     intercepted = _intercept(ctx, placement.topic)
     if not intercepted.post:
@@ -153,7 +165,8 @@ def process_message(
     topic = placement.topic
     if topic is not None and topic.status == "closed" and not ctx.is_moderator:
         return closed_topic(ctx, topic)
-    outcome = post_message(ctx, placement, cleaned_text=intercepted.text, cleaned_subject=intercepted.subject)
+    outcome = post_message(ctx, placement, cleaned_text=intercepted.text, cleaned_subject=intercepted.subject,
+                           on_new_topic=intercepted.after_topic_created)
     if intercepted.summary:
         outcome = Outcome(outcome.status, f"{outcome.reason}; {intercepted.summary}"[:2000], outcome.message_pk,
                           outcome.topic_id, outcome.recipients)
@@ -180,30 +193,98 @@ def _claim(
         )
 
 
+def _load_claimed(session: Session, row_id: int, worker_id: str) -> InboundMessage | None:
+    inbound = session.scalar(
+        select(InboundMessage).where(InboundMessage.id == row_id).options(undefer(InboundMessage.raw))
+    )
+    if inbound is None or inbound.status != "processing" or inbound.claimed_by != worker_id:
+        # Taken over by another worker after our claim timed out: theirs now.
+        return None
+    return inbound
+
+
+def _mark(inbound: InboundMessage, outcome: Outcome, now: datetime) -> None:
+    inbound.status = outcome.status
+    inbound.reason = outcome.reason[:4000]
+    inbound.processed_at = now
+    inbound.claimed_by = ""
+    inbound.claimed_at = None
+
+
+def _log_outcome(row_id: int, message_id: str, outcome: Outcome) -> None:
+    log.info("inbound #%s <%s>: %s (%s)", row_id, message_id, outcome.status, outcome.reason[:300])
+
+
 def _process_claimed(
     settings: Settings, factory: sessionmaker[Session], row_id: int, *, now: datetime, resolver: Any, worker_id: str
 ) -> str:
     try:
         with session_scope(factory) as session:
-            inbound = session.scalar(
-                select(InboundMessage).where(InboundMessage.id == row_id).options(undefer(InboundMessage.raw))
-            )
-            if inbound is None or inbound.status != "processing" or inbound.claimed_by != worker_id:
-                # Taken over by another worker after our claim timed out: theirs now.
+            inbound = _load_claimed(session, row_id, worker_id)
+            if inbound is None:
                 return "skipped"
             outcome = process_message(session, settings, inbound, now=now, resolver=resolver)
-            inbound.status = outcome.status
-            inbound.reason = outcome.reason[:4000]
-            inbound.processed_at = now
-            inbound.claimed_by = ""
-            inbound.claimed_at = None
+            _mark(inbound, outcome, now)
             message_id = inbound.message_id_header
-        log.info("inbound #%s <%s>: %s (%s)", row_id, message_id, outcome.status, outcome.reason[:300])
+        _log_outcome(row_id, message_id, outcome)
         return outcome.status
     except Exception as exc:
         log.exception("inbound #%s: processing failed", row_id)
         _record_failure(settings, factory, row_id, exc, now=now, worker_id=worker_id)
         return "failed"
+
+
+def _single_writer(factory: sessionmaker[Session]) -> bool:
+    session = factory()
+    try:
+        return session.get_bind().dialect.name == "sqlite"
+    finally:
+        session.close()
+
+
+def _process_batch(
+    settings: Settings, factory: sessionmaker[Session], ids: list[int], *, now: datetime, resolver: Any,
+    worker_id: str,
+) -> int:
+    """Process claimed rows from the start of ``ids`` in one transaction, each in a savepoint, until
+    BATCH_SECONDS have passed or a row fails; returns how many rows of ``ids`` were dealt with, 0 when the
+    transaction itself failed (nothing of it was kept: the caller processes the first row on its own)."""
+    deadline = time.monotonic() + BATCH_SECONDS
+    done: list[tuple[int, str, Outcome]] = []
+    failed: tuple[int, Exception] | None = None
+    handled = 0
+    try:
+        with session_scope(factory) as session:
+            for row_id in ids:
+                if handled and time.monotonic() > deadline:
+                    break
+                savepoint = session.begin_nested()
+                try:
+                    inbound = _load_claimed(session, row_id, worker_id)
+                    if inbound is not None:
+                        outcome = process_message(session, settings, inbound, now=now, resolver=resolver)
+                        _mark(inbound, outcome, now)
+                    savepoint.commit()
+                except Exception as exc:
+                    savepoint.rollback()
+                    failed = (row_id, exc)
+                    handled += 1
+                    break
+                handled += 1
+                if inbound is not None:
+                    done.append((row_id, inbound.message_id_header, outcome))
+                    # The raw bytes of every row of the batch need not stay in memory until the commit.
+                    session.expire(inbound, ["raw"])
+    except Exception:
+        log.exception("inbound #%s..: the batch transaction failed; rows are processed one by one", ids[0])
+        return 0
+    for row_id, message_id, outcome in done:
+        _log_outcome(row_id, message_id, outcome)
+    if failed is not None:
+        row_id, exc = failed
+        log.error("inbound #%s: processing failed", row_id, exc_info=exc)
+        _record_failure(settings, factory, row_id, exc, now=now, worker_id=worker_id)
+    return handled
 
 
 def _record_failure(
@@ -258,16 +339,23 @@ def process_pending(
     around each transaction (the service's WriteGate.background: SMTP commits go first)."""
     worker_id = worker_id or worker_identity("worker")
     around = gate or nullcontext
+    batched = _single_writer(factory)
     processed = 0
     while processed < limit:
         with around():
             ids = _claim(settings, factory, now=now, worker_id=worker_id, limit=min(CLAIM_BATCH, limit - processed))
         if not ids:
             break
-        for row_id in ids:
+        while ids:
             with around():
-                _process_claimed(settings, factory, row_id, now=now, resolver=resolver, worker_id=worker_id)
-            processed += 1
+                handled = 0
+                if batched:
+                    handled = _process_batch(settings, factory, ids, now=now, resolver=resolver, worker_id=worker_id)
+                if not handled:
+                    _process_claimed(settings, factory, ids[0], now=now, resolver=resolver, worker_id=worker_id)
+                    handled = 1
+            ids = ids[handled:]
+            processed += handled
     return processed
 
 

@@ -48,6 +48,30 @@ SEARCH_TABLE = SQLITE_TABLE
 # PostgreSQL text search configuration: the "simple" parser/dictionary with unaccent in front, so that
 # to_tsvector, to_tsquery and ts_headline all fold accents the same way.
 PG_CONFIG = "passerelle"
+# PostgreSQL only: per-language stemming. A message's document also holds its words stemmed in its
+# language (guessed from its function words), through configurations "unaccent, <language>_stem"; a
+# query is matched in its plain form and stemmed in each language, so "fiscalités" finds "fiscalité",
+# "Grenzgängern" finds "Grenzgänger", "trabajadores" finds "trabajador".
+PG_STEM_CONFIGS = {
+    "fr": ("passerelle_fr", "french_stem"),
+    "de": ("passerelle_de", "german_stem"),
+    "it": ("passerelle_it", "italian_stem"),
+    "es": ("passerelle_es", "spanish_stem"),
+    "en": ("passerelle_en", "english_stem"),
+}
+_PG_WORD_TYPES = "asciiword, asciihword, hword_asciipart, word, hword, hword_part"
+# The most frequent words of each language that the others rarely use (accents stripped).
+_FUNCTION_WORDS_TEXT = {
+    "fr": "le les des est une pour pas qui dans sur avec nous vous sont aux cette mais ou ce du au ils elle etre "
+          "ete tres aussi",
+    "de": "der die das und ist nicht ein eine zu den mit sich auf fur im dem wir sie auch als nach wie bei oder "
+          "sind wird werden",
+    "it": "il che di non per sono della con gli del nel anche questo come ma piu alla dei delle essere stato sulla",
+    "es": "el los las que por con para del es se al lo como mas pero sus este esta son muy tambien desde",
+    "en": "the and is of to in that for it with as be on not this are by or have from we you can would",
+}
+_FUNCTION_WORDS = {language: frozenset(words.split()) for language, words in _FUNCTION_WORDS_TEXT.items()}
+_GUESS_CHARS = 4000
 
 # Private-use characters bracket highlighted words in snippets; highlight_html() turns them into <mark>.
 MARK_START = "\ue000"
@@ -87,6 +111,17 @@ def create_search_schema(conn: Connection) -> None:
                 " END IF; END $$"
             )
         )
+        for config, stemmer in PG_STEM_CONFIGS.values():
+            conn.execute(
+                text(
+                    "DO $$ BEGIN"
+                    f" IF NOT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = '{config}') THEN"
+                    f" CREATE TEXT SEARCH CONFIGURATION {config} (COPY = simple);"
+                    f" ALTER TEXT SEARCH CONFIGURATION {config} ALTER MAPPING FOR {_PG_WORD_TYPES}"
+                    f" WITH unaccent, {stemmer};"
+                    " END IF; END $$"
+                )
+            )
         conn.execute(
             text(
                 f"CREATE TABLE IF NOT EXISTS {SQLITE_TABLE} ("
@@ -102,12 +137,20 @@ def create_search_schema(conn: Connection) -> None:
                 f"CREATE INDEX IF NOT EXISTS ix_{SQLITE_TABLE}_subject ON {SQLITE_TABLE} USING gin(subject_tsv)"
             )
         )
+        # With the default statistics (the 1,000 most common lexemes), every rarer word is estimated to
+        # match 0.5% of the archive, so "newest first, LIMIT 31" walks the date index testing each message:
+        # seconds for a rare word in a large archive. Ten times more lexemes in the statistics make rare
+        # words look rare, and the GIN index is used for them.
+        for column_name in ("document", "subject_tsv"):
+            conn.execute(text(f"ALTER TABLE {SQLITE_TABLE} ALTER COLUMN {column_name} SET STATISTICS 1000"))
 
 
 def drop_search_schema(conn: Connection) -> None:
     conn.execute(text(f"DROP TABLE IF EXISTS {SQLITE_TABLE}"))
     if conn.dialect.name != "sqlite":
         conn.execute(text(f"DROP TEXT SEARCH CONFIGURATION IF EXISTS {PG_CONFIG}"))
+        for config, _stemmer in PG_STEM_CONFIGS.values():
+            conn.execute(text(f"DROP TEXT SEARCH CONFIGURATION IF EXISTS {config}"))
 
 
 def index_message(session: Session, message: Message, *, body: str | None = None) -> None:
@@ -122,18 +165,47 @@ def index_message(session: Session, message: Message, *, body: str | None = None
             params,
         )
     else:
+        params["stem"] = pg_stem_config(f"{params['subject']}\n{params['body']}")
+        subject_tsv, document = pg_document_sql(":subject", ":body", ":author", ":stem")
         session.execute(
             text(
-                f"INSERT INTO {SQLITE_TABLE}(message_pk, subject_tsv, document) VALUES (:pk,"
-                f" to_tsvector('{PG_CONFIG}', :subject),"
-                f" setweight(to_tsvector('{PG_CONFIG}', :subject), 'A') ||"
-                f" setweight(to_tsvector('{PG_CONFIG}', :body), 'B') ||"
-                f" setweight(to_tsvector('{PG_CONFIG}', :author), 'C'))"
-                " ON CONFLICT (message_pk) DO UPDATE SET subject_tsv = EXCLUDED.subject_tsv,"
+                f"INSERT INTO {SQLITE_TABLE}(message_pk, subject_tsv, document) VALUES (:pk, {subject_tsv},"
+                f" {document}) ON CONFLICT (message_pk) DO UPDATE SET subject_tsv = EXCLUDED.subject_tsv,"
                 " document = EXCLUDED.document"
             ),
             params,
         )
+
+
+def guess_language(value: str) -> str | None:
+    """"fr", "de", "it", "es" or "en" from the function words of ``value``; None when too few to tell."""
+    from .text import strip_accents
+
+    counts = dict.fromkeys(_FUNCTION_WORDS, 0)
+    for word in _WORD.findall(strip_accents(value[:_GUESS_CHARS].lower())):
+        for language, words in _FUNCTION_WORDS.items():
+            if word in words:
+                counts[language] += 1
+    best = max(counts, key=lambda k: counts[k])
+    return best if counts[best] >= 2 else None
+
+
+def pg_stem_config(value: str) -> str:
+    """The stemming configuration for a text in PostgreSQL (the plain one when its language is unknown)."""
+    language = guess_language(value)
+    return PG_STEM_CONFIGS[language][0] if language else PG_CONFIG
+
+
+def pg_document_sql(subject: str, body: str, author: str, stem: str) -> tuple[str, str]:
+    """SQL for (subject_tsv, document) in PostgreSQL from SQL expressions of the subject, body, author and
+    stemming configuration name: bound parameters in index_message, columns in a bulk INSERT ... SELECT."""
+    def both(field: str, weight: str) -> str:
+        # The words as written (accents folded) and, when the language is known, their stems.
+        return (f"setweight(to_tsvector('{PG_CONFIG}', {field}), '{weight}') ||"
+                f" setweight(to_tsvector(CAST({stem} AS regconfig), {field}), '{weight}')")
+
+    subject_tsv = f"to_tsvector('{PG_CONFIG}', {subject}) || to_tsvector(CAST({stem} AS regconfig), {subject})"
+    return subject_tsv, f"{both(subject, 'A')} || {both(body, 'B')} || {both(author, 'C')}"
 
 
 def unindex_message(session: Session, message_pk: int) -> None:
@@ -343,7 +415,16 @@ def tsquery_expression(terms: Sequence[Term], *, weight: str = "") -> str | None
 
 
 def _to_tsquery(source: str) -> ColumnElement[Any]:
-    return func.to_tsquery(literal_column(f"'{PG_CONFIG}'::regconfig"), literal(source))
+    plain = func.to_tsquery(literal_column(f"'{PG_CONFIG}'::regconfig"), literal(source))
+    if "!" in source or ":*" in source:
+        # With exclusions, OR-ing per-language forms would let a language in which an excluded word stems
+        # differently readmit the message; a prefix is already a wildcard, and stemming it ("fronte*" ->
+        # "front*") would widen it further. Such queries match the words as written only.
+        return plain
+    query = plain
+    for config, _stemmer in PG_STEM_CONFIGS.values():
+        query = query.op("||")(func.to_tsquery(literal_column(f"'{config}'::regconfig"), literal(source)))
+    return query
 
 
 def _day_start(value: date) -> datetime:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.context import MailContext
@@ -31,9 +32,25 @@ log = logging.getLogger(__name__)
 NO_SUBJECT = "(no subject)"
 
 
+# Statements built once (the ingest hot path runs them for every post): plain table statements, so that
+# nothing is compiled or loaded into ORM objects per message.
+_MESSAGES = Message.__table__
+_REFS = ThreadRef.__table__
+_FIND_DUPLICATE = select(_MESSAGES.c.id).where(_MESSAGES.c.message_id == bindparam("mid"))
+_INSERT_MESSAGE = insert(_MESSAGES)
+_KNOWN_REFS = select(_REFS.c.message_id).where(_REFS.c.message_id.in_(bindparam("ids", expanding=True)))
+_INSERT_REF = insert(_REFS)
+_OWN_REF_IS_REAL = (
+    update(_REFS).where(_REFS.c.message_id == bindparam("own_id")).values(is_ghost=False, topic_id=bindparam("topic"))
+)
+_FIRST_AUTHOR = (
+    select(_MESSAGES.c.from_addr).where(_MESSAGES.c.topic_id == bindparam("topic")).order_by(_MESSAGES.c.id).limit(1)
+)
+
+
 def find_duplicate(session: Session, message_id: str) -> int | None:
     """The pk of the archived message with this Message-ID, if any."""
-    return session.scalar(select(Message.id).where(Message.message_id == message_id))
+    return session.scalar(_FIND_DUPLICATE, {"mid": message_id})
 
 
 def _source(inbound_source: str) -> str:
@@ -45,19 +62,18 @@ def _record_thread_refs(session: Session, ids: list[str], *, own_id: str, topic_
     """The message's own id becomes real; every id it names that we never saw becomes a ghost of its topic
     (jwz threading: later replies to those ids, or the messages themselves, join this topic)."""
     wanted = list(dict.fromkeys([own_id, *ids]))
-    existing = {
-        ref.message_id: ref
-        for ref in session.scalars(select(ThreadRef).where(ThreadRef.message_id.in_(wanted)))
-    }
-    own = existing.get(own_id)
-    if own is None:
-        session.add(ThreadRef(message_id=own_id, topic_id=topic_id, is_ghost=False))
-    else:
-        own.is_ghost = False
-        own.topic_id = topic_id
-    for ref_id in wanted[1:]:
-        if ref_id not in existing:
-            session.add(ThreadRef(message_id=ref_id[:995], topic_id=topic_id, is_ghost=True))
+    existing = set(session.scalars(_KNOWN_REFS, {"ids": wanted}))
+    if own_id in existing:
+        session.execute(_OWN_REF_IS_REAL, {"own_id": own_id, "topic": topic_id})
+        loaded = session.identity_map.get(session.identity_key(ThreadRef, own_id))
+        if loaded is not None:
+            session.expire(loaded)
+    new = [{"message_id": own_id, "topic_id": topic_id, "is_ghost": False}] if own_id not in existing else []
+    # A ghost id is stored truncated to the column; two names that only differ beyond it are one ghost.
+    ghosts = {ref_id[:995] for ref_id in wanted[1:] if ref_id not in existing} - existing - {own_id}
+    new.extend({"message_id": ref_id, "topic_id": topic_id, "is_ghost": True} for ref_id in sorted(ghosts))
+    if new:
+        session.execute(_INSERT_REF, new)
 
 
 def post_message(
@@ -67,9 +83,12 @@ def post_message(
     cleaned_text: str | None = None,
     cleaned_subject: str | None = None,
     fan_out: bool = True,
+    on_new_topic: Callable[[Topic], None] | None = None,
 ) -> Outcome:
     """Archive the post and queue its copies; ``fan_out=False`` (archive import) queues no copy.
-    ``cleaned_text``/``cleaned_subject``: without a moderator's #command lines (None: as received)."""
+    ``cleaned_text``/``cleaned_subject``: without a moderator's #command lines (None: as received).
+    ``on_new_topic``: called with the topic this post creates, once the post is in it and before the copies
+    are addressed (a moderator's #category decides who follows it); not called for a reply."""
     session, parsed, ml = ctx.session, ctx.parsed, ctx.mailing_list
     now = ctx.now
     # The archive dates a post by its arrival in the spool, not by when a worker got to it (after a restart,
@@ -153,6 +172,11 @@ def post_message(
 
     if ctx.subscription is not None:
         ctx.subscription.accepted_posts = (ctx.subscription.accepted_posts or 0) + 1
+
+    if created and on_new_topic is not None:
+        on_new_topic(topic)
+        # A #merge in the first mail moved the post to another topic: the copies go out as part of that one.
+        topic = session.get(Topic, message.topic_id) or topic
 
     queued = 0
     if fan_out:

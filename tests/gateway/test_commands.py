@@ -548,6 +548,21 @@ def test_moderator_command_in_a_new_topic(db: Session, settings: Settings, f: Si
                    mailing_list=f.ml, resolver=f.resolver)
     result = intercept_post(ctx, None)
     assert result.post is True and result.text is not None and result.text.strip() == "Nouvelle question."
+    # No topic yet: nothing runs and nothing is answered until the worker created it (after_topic_created).
+    assert result.after_topic_created is not None and outbox(db, MOD) == []
+    new_topic = make_topic(db, f.ml, "Chômage partiel", [])
+    result.after_topic_created(new_topic)
+    db.refresh(new_topic)
+    assert [t.name for t in new_topic.tags] == ["emploi"]
+    assert "emploi" in last_reply(db, MOD)
+
+
+def test_commands_alone_cannot_open_a_topic(db: Session, settings: Settings, f: SimpleNamespace) -> None:
+    ctx = make_ctx(db, settings, sign(raw_mail(sender=MOD, subject="Chômage partiel", message_id="new@x",
+                                               body="#tag emploi\n"), domain=DOMAIN),
+                   mailing_list=f.ml, resolver=f.resolver)
+    result = intercept_post(ctx, None)
+    assert result.post is False and result.after_topic_created is None
     assert "en réponse à un sujet" in last_reply(db, MOD)
 
 

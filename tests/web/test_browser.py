@@ -106,6 +106,11 @@ def test_read_search_and_filter(page: object, live_server: str, forum: Forum) ->
     page.goto(live_server + "/")  # type: ignore[attr-defined]
     assert page.locator("html").get_attribute("lang") == "fr"  # type: ignore[attr-defined]
     page.get_by_role("heading", name="Sujets récents").wait_for()  # type: ignore[attr-defined]
+    # "Members only" is marked by a padlock drawn in CSS, not an emoji (an empty box without an emoji font).
+    locked = page.locator(".locked", has_text="Réservé aux membres").first  # type: ignore[attr-defined]
+    marker = locked.evaluate("e => { const s = getComputedStyle(e, '::before');"
+                             " return [s.content, s.width, s.backgroundImage]; }")
+    assert marker[0] == '""' and marker[1] != "auto" and "gradient" in marker[2], marker
     shot(page, "home")
 
     # Filter the topic list without JavaScript: the <details> form, a select, a submit button.
