@@ -70,8 +70,11 @@ def _record_thread_refs(session: Session, ids: list[str], *, own_id: str, topic_
             session.expire(loaded)
     new = [{"message_id": own_id, "topic_id": topic_id, "is_ghost": False}] if own_id not in existing else []
     # A ghost id is stored truncated to the column; two names that only differ beyond it are one ghost.
-    ghosts = {ref_id[:995] for ref_id in wanted[1:] if ref_id not in existing} - existing - {own_id}
-    new.extend({"message_id": ref_id, "topic_id": topic_id, "is_ghost": True} for ref_id in sorted(ghosts))
+    ghosts = dict.fromkeys(ref_id[:995] for ref_id in wanted[1:] if ref_id not in existing)
+    new.extend(
+        {"message_id": ref_id, "topic_id": topic_id, "is_ghost": True}
+        for ref_id in ghosts if ref_id not in existing and ref_id != own_id
+    )
     if new:
         session.execute(_INSERT_REF, new)
 
@@ -118,45 +121,52 @@ def post_message(
         cleaned_subject is not None and cleaned_subject.strip() != parsed.subject.strip()
     )
     reply = split_reply(body_text)
-    message = Message(
-        topic_id=topic.id,
-        parent_id=placement.parent_pk,
-        message_id=parsed.message_id[:995],
-        in_reply_to=" ".join(parsed.in_reply_to),
-        references=" ".join(parsed.references),
-        author_id=ctx.sender.id if ctx.sender is not None else None,
-        from_name=parsed.from_name[:200],
-        from_addr=from_addr[:320],
-        subject=subject[:500],
-        date=parsed.date or arrived,
-        date_offset_minutes=parsed.date_offset_minutes,
-        received_at=arrived,
-        body_text=body_text,
-        new_text=reply.new_text,
-        html=parsed.html,
-        body_edited=edited,
-        inbound_id=ctx.inbound.id,
-        source=_source(ctx.inbound.source),
-    )
-    session.add(message)
-    session.flush()
+    author_id = ctx.sender.id if ctx.sender is not None else None
+    from_addr = from_addr[:320]
+
+    # Topic counters and status: "answered" once someone other than the author replied.
+    if not created:
+        if topic.status == "open" and _is_answer(session, topic, author_id=author_id, from_addr=from_addr):
+            topic.status = "answered"
+            topic.first_answer_at = arrived
+        topic.last_post_at = max(topic.last_post_at, arrived) if topic.last_post_at else arrived
+    topic.message_count = (topic.message_count or 0) + 1
+    if ctx.subscription is not None:
+        ctx.subscription.accepted_posts = (ctx.subscription.accepted_posts or 0) + 1
+
+    # The message row itself is written without the ORM (none of the steps below needs it as an object):
+    # the topic and subscription changes above are flushed with the first statement.
+    values = {
+        "topic_id": topic.id,
+        "parent_id": placement.parent_pk,
+        "message_id": parsed.message_id[:995],
+        "in_reply_to": " ".join(parsed.in_reply_to),
+        "references": " ".join(parsed.references),
+        "author_id": author_id,
+        "from_name": parsed.from_name[:200],
+        "from_addr": from_addr,
+        "subject": subject[:500],
+        "date": parsed.date or arrived,
+        "date_offset_minutes": parsed.date_offset_minutes,
+        "received_at": arrived,
+        "body_text": body_text,
+        "new_text": reply.new_text,
+        "html": parsed.html,
+        "body_edited": edited,
+        "inbound_id": ctx.inbound.id,
+        "source": _source(ctx.inbound.source),
+    }
+    message_pk = session.execute(_INSERT_MESSAGE, values).inserted_primary_key[0]
+    message = Message(id=message_pk, **values)
 
     _record_thread_refs(
         session, [*parsed.references, *parsed.in_reply_to], own_id=message.message_id, topic_id=topic.id
     )
 
-    # Topic counters and status: "answered" once someone other than the author replied.
-    if not created:
-        if topic.status == "open" and _is_answer(session, topic, message):
-            topic.status = "answered"
-            topic.first_answer_at = arrived
-        topic.last_post_at = max(topic.last_post_at, arrived) if topic.last_post_at else arrived
-    topic.message_count = (topic.message_count or 0) + 1
-
     if parsed.attachments:
         session.add_all(
             Attachment(
-                message_pk=message.id,
+                message_pk=message_pk,
                 filename=(a.filename or "attachment")[:255],
                 content_type=(a.content_type or "application/octet-stream")[:127],
                 size=a.size,
@@ -170,20 +180,18 @@ def post_message(
 
     index_message(session, message, body=reply.new_text or body_text)
 
-    if ctx.subscription is not None:
-        ctx.subscription.accepted_posts = (ctx.subscription.accepted_posts or 0) + 1
-
     if created and on_new_topic is not None:
         on_new_topic(topic)
         # A #merge in the first mail moved the post to another topic: the copies go out as part of that one.
-        topic = session.get(Topic, message.topic_id) or topic
+        moved_to = session.scalar(select(_MESSAGES.c.topic_id).where(_MESSAGES.c.id == message_pk))
+        topic = session.get(Topic, moved_to) or topic if moved_to is not None else topic
 
     queued = 0
     if fan_out:
         queued = queue_post_copies(
             session,
             ml.id,
-            message_pk=message.id,
+            message_pk=message_pk,
             topic_id=topic.id,
             category_id=topic.category_id,
             author_email=from_addr,
@@ -191,22 +199,18 @@ def post_message(
             now=now,
         )
     reason = (
-        f"posted as message #{message.id} in {'new ' if created else ''}topic #{topic.id};"
+        f"posted as message #{message_pk} in {'new ' if created else ''}topic #{topic.id};"
         f" {queued} cop{'y' if queued == 1 else 'ies'} queued"
     )
-    return Outcome("done", reason, message_pk=message.id, topic_id=topic.id, recipients=queued)
+    return Outcome("done", reason, message_pk=message_pk, topic_id=topic.id, recipients=queued)
 
 
-def _is_answer(session: Session, topic: Topic, message: Message) -> bool:
-    if topic.author_id is not None and message.author_id is not None:
-        return topic.author_id != message.author_id
-    first_from = session.scalar(
-        select(Message.from_addr)
-        .where(Message.topic_id == topic.id, Message.id != message.id)
-        .order_by(Message.id)
-        .limit(1)
-    )
-    return bool(first_from) and first_from != message.from_addr
+def _is_answer(session: Session, topic: Topic, *, author_id: int | None, from_addr: str) -> bool:
+    """Whether a post by this author (not yet written) answers the topic's first post."""
+    if topic.author_id is not None and author_id is not None:
+        return topic.author_id != author_id
+    first_from = session.scalar(_FIRST_AUTHOR, {"topic": topic.id})
+    return bool(first_from) and first_from != from_addr
 
 
 __all__ = ["NO_SUBJECT", "find_duplicate", "post_message"]

@@ -27,8 +27,8 @@ def hostile(forum: Forum, db: Session, settings: Settings) -> tuple[int, int]:
     mod = db.get(Member, forum.moderator_id)
     assert topic is not None and mod is not None
     topic.subject = f"Sujet {HOSTILE}"
-    db.get(Category, forum.public_category_id).name = f"Cat {HOSTILE}"  # type: ignore[union-attr]
-    db.get(Organisation, forum.org_id).name = f"Org {HOSTILE}"  # type: ignore[union-attr]
+    db.get(Category, forum.public_category_id).name = f"Cat {HOSTILE}"[:120]  # type: ignore[union-attr]
+    db.get(Organisation, forum.org_id).name = f"Org {HOSTILE}"[:200]  # type: ignore[union-attr]
     db.flush()
     sheet = sheet_core.create_sheet_from_topic(db, settings, topic, "obstacle", mod, now=NOW)
     data = {name: (["FR"] if name == "countries" else f"{name} {HOSTILE}") for name in sheet_core.FIELDS}
