@@ -391,19 +391,17 @@ def build_search_index(engine: Engine) -> None:
             ))
             conn.execute(text(f"INSERT INTO {table}({table}) VALUES ('optimize')"))
         else:
-            # Each post is stemmed in the language its text is in, guessed the way index_message guesses it;
-            # then one INSERT ... SELECT per configuration.
+            # Each post is stemmed in the language its text is in, guessed the way index_message guesses it
+            # (into a temporary table), then one INSERT ... SELECT.
             rows = conn.execute(text("SELECT id, subject, left(coalesce(nullif(new_text, ''), body_text), 4000)"
                                      " FROM messages")).all()
-            by_config: dict[str, list[int]] = {}
-            for row in rows:
-                by_config.setdefault(search.pg_stem_config(f"{row[1]}\n{row[2]}"), []).append(row[0])
+            conn.execute(text("CREATE TEMPORARY TABLE bulk_stem (id integer PRIMARY KEY, config text NOT NULL)"))
+            conn.execute(text("INSERT INTO bulk_stem (id, config) VALUES (:id, :config)"),
+                         [{"id": row[0], "config": search.pg_stem_config(f"{row[1]}\n{row[2]}")} for row in rows])
             subject_tsv, document = search.pg_document_sql(
                 "m.subject", "coalesce(nullif(m.new_text, ''), m.body_text)",
-                "trim(m.from_name || ' ' || m.from_addr)", ":config")
-            for config, ids in by_config.items():
-                for start in range(0, len(ids), 50_000):
-                    conn.execute(text(
-                        f"INSERT INTO {table}(message_pk, subject_tsv, document) SELECT m.id, {subject_tsv},"
-                        f" {document} FROM messages m WHERE m.id = ANY(:ids)"),
-                        {"config": config, "ids": ids[start:start + 50_000]})
+                "trim(m.from_name || ' ' || m.from_addr)", "b.config")
+            conn.execute(text(
+                f"INSERT INTO {table}(message_pk, subject_tsv, document) SELECT m.id, {subject_tsv}, {document}"
+                " FROM messages m JOIN bulk_stem b ON b.id = m.id"))
+            conn.execute(text("DROP TABLE bulk_stem"))

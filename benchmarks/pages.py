@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import logging
 import multiprocessing
 import random
 import sys
@@ -35,6 +36,7 @@ def _serve(overrides: dict[str, Any], port: int, ready: Any) -> None:
 
     settings = load_settings(environ={}, overrides=overrides)
     app = create_app(settings)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request would flood the output
     server = make_server("127.0.0.1", port, app, threaded=True)
     ready.set()
     server.serve_forever()

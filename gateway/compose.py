@@ -127,6 +127,10 @@ def archive_urls(settings: Settings, *, topic_id: int, message_id: str) -> tuple
     return f"{base}/t/{topic_id}", f"{base}/m/{quote(message_id, safe='@')}"
 
 
+def _unsubscribe_value(unsubscribe_url: str, request: str) -> str:
+    return f"<{unsubscribe_url}>, <mailto:{request}?subject=unsubscribe>"
+
+
 def list_headers(settings: Settings, info: CopyHeaders) -> list[tuple[str, str]]:
     domain = settings.lists.domain
     base = settings.site.base_url.rstrip("/")
@@ -140,7 +144,7 @@ def list_headers(settings: Settings, info: CopyHeaders) -> list[tuple[str, str]]
         ("List-Post", f"<mailto:{post}>"),
         ("List-Help", f"<mailto:{request}?subject=help>"),
         ("List-Subscribe", f"<mailto:{request}?subject=subscribe>"),
-        ("List-Unsubscribe", f"<{info.unsubscribe_url}>, <mailto:{request}?subject=unsubscribe>"),
+        ("List-Unsubscribe", _unsubscribe_value(info.unsubscribe_url, request)),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         ("List-Archive", f"<{base}/>"),
         ("Archived-At", f"<{permalink}>"),
@@ -154,6 +158,21 @@ def _text_body(text: str) -> tuple[list[tuple[str, bytes]], bytes]:
     part = EmailMessage()
     part.set_content(text, cte="quoted-printable")
     return split_message(part.as_bytes(policy=email_policy.SMTP))
+
+
+@dataclass(frozen=True)
+class CopyTemplate:
+    """One post's copy for every member of a list, but for the one field that differs per member: its
+    List-Unsubscribe (the member's own one-click link). Built once per post, rendered per recipient."""
+
+    head: bytes
+    tail: bytes
+    request: str
+
+    def render(self, unsubscribe_url: str) -> bytes:
+        """The bytes of the copy whose List-Unsubscribe carries ``unsubscribe_url``."""
+        field = header_line("List-Unsubscribe", _unsubscribe_value(unsubscribe_url, self.request))
+        return self.head + field + self.tail
 
 
 def build_post_copy(
@@ -175,6 +194,26 @@ def build_post_copy(
     whose commands were removed: the copy carries that text as its single text/plain part, and
     ``replacement_subject`` as its Subject.
     """
+    template = post_copy_template(
+        settings, raw, info, author_name=author_name, author_addr=author_addr, rewrite_from=rewrite_from,
+        add_message_id=add_message_id, replacement_text=replacement_text, replacement_subject=replacement_subject,
+    )
+    return template.render(info.unsubscribe_url)
+
+
+def post_copy_template(
+    settings: Settings,
+    raw: bytes,
+    info: CopyHeaders,
+    *,
+    author_name: str,
+    author_addr: str,
+    rewrite_from: bool,
+    add_message_id: bool = False,
+    replacement_text: str | None = None,
+    replacement_subject: str | None = None,
+) -> CopyTemplate:
+    """What :func:`build_post_copy` builds, for every recipient at once (``info.unsubscribe_url`` unused)."""
     headers, body = split_message(raw)
     drop = set(_REMOVED)
     out: list[bytes] = []
@@ -207,11 +246,20 @@ def build_post_copy(
         out.append(header_line("Message-ID", f"<{info.message_id}>"))
     if rewrite_from:
         out.extend(_rewritten_from(settings, headers, info, author_name=author_name, author_addr=author_addr))
-    out.extend(header_line(name, value) for name, value in list_headers(settings, info))
+    head = b"".join(out)
+    after: list[bytes] = []
+    for name, value in list_headers(settings, info):
+        if name == "List-Unsubscribe":
+            head += b"".join(after)
+            after = []
+        else:
+            after.append(header_line(name, value))
     if replacement_text is not None:
         mime_headers, body = _text_body(replacement_text)
-        out.extend(field for _, field in mime_headers)
-    return b"".join(out) + b"\r\n" + body
+        after.extend(field for _, field in mime_headers)
+    return CopyTemplate(
+        head=head, tail=b"".join(after) + b"\r\n" + body, request=f"{info.list_name}-request@{settings.lists.domain}"
+    )
 
 
 def _prefixed_subject(field: bytes, prefix: str) -> bytes:
@@ -254,10 +302,12 @@ def _rewritten_from(
 
 __all__ = [
     "CopyHeaders",
+    "CopyTemplate",
     "archive_urls",
     "build_post_copy",
     "header_line",
     "list_headers",
     "normalize_line_endings",
+    "post_copy_template",
     "split_message",
 ]

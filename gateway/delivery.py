@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import smtplib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from passerelle import tokens
@@ -29,7 +30,7 @@ from passerelle.mail.addresses import verp_encode
 from passerelle.models import InboundMessage, MailingList, Message, OutboxMessage
 
 from .claims import claim_ids, worker_identity
-from .compose import CopyHeaders, build_post_copy, normalize_line_endings
+from .compose import CopyHeaders, CopyTemplate, normalize_line_endings, post_copy_template
 from .dmarc import DmarcChecker
 from .inbound import sniff_message_id
 
@@ -79,8 +80,18 @@ class _Outgoing:
 
 def unsubscribe_url(settings: Settings, list_name: str, recipient: str, *, now: datetime | None = None) -> str:
     """The one-click unsubscribe link of one recipient (RFC 8058): /u/<signed token>."""
-    token = tokens.sign(settings, UNSUBSCRIBE_PURPOSE, {"list": list_name, "email": recipient.lower()}, now=now)
-    return f"{settings.site.base_url.rstrip('/')}/u/{token}"
+    return unsubscribe_links(settings, now=now)(list_name, recipient)
+
+
+def unsubscribe_links(settings: Settings, *, now: datetime | None = None) -> Callable[[str, str], str]:
+    """:func:`unsubscribe_url` for many recipients: ``(list name, recipient) -> link``, key read once."""
+    sign = tokens.signer(settings, UNSUBSCRIBE_PURPOSE, now=now)
+    base = settings.site.base_url.rstrip("/")
+
+    def link(list_name: str, recipient: str) -> str:
+        return f"{base}/u/{sign({'list': list_name, 'email': recipient.lower()})}"
+
+    return link
 
 
 def retry_delay(settings: Settings, attempts: int) -> timedelta:
@@ -163,6 +174,10 @@ def _prepare(settings: Settings, batch: _Batch, *, now: datetime, dmarc: DmarcCh
     rows, lists, messages, raws, payloads = batch.rows, batch.lists, batch.messages, batch.raws, batch.payloads
     default_list = settings.lists.default_list
     strict_cache: dict[str, bool] = {}
+    # Every copy of a post is the same but for its List-Unsubscribe: built once per post (and list, and From
+    # rewriting), rendered per recipient.
+    templates: dict[tuple[int, int, bool], CopyTemplate] = {}
+    links = unsubscribe_links(settings, now=now)
     out: list[_Outgoing] = []
     for row in rows:
         ml = lists.get(row.list_id) if row.list_id is not None else None
@@ -189,24 +204,28 @@ def _prepare(settings: Settings, batch: _Batch, *, now: datetime, dmarc: DmarcCh
                     if domain not in strict_cache:
                         strict_cache[domain] = dmarc.is_strict(domain)
                     rewrite = strict_cache[domain]
-                info = CopyHeaders(
-                    list_name=ml.name,
-                    list_title=ml.title or ml.name,
-                    topic_id=message.topic_id,
-                    message_id=message.message_id,
-                    unsubscribe_url=unsubscribe_url(settings, ml.name, row.recipient, now=now),
-                )
-                item.data = build_post_copy(
-                    settings,
-                    raw,
-                    info,
-                    author_name=message.from_name,
-                    author_addr=message.from_addr,
-                    rewrite_from=rewrite,
-                    add_message_id=sniff_message_id(raw) != message.message_id,
-                    replacement_text=message.body_text if message.body_edited else None,
-                    replacement_subject=message.subject if message.body_edited else None,
-                )
+                key = (message.id, ml.id, rewrite)
+                template = templates.get(key)
+                if template is None:
+                    info = CopyHeaders(
+                        list_name=ml.name,
+                        list_title=ml.title or ml.name,
+                        topic_id=message.topic_id,
+                        message_id=message.message_id,
+                        unsubscribe_url="",
+                    )
+                    template = templates[key] = post_copy_template(
+                        settings,
+                        raw,
+                        info,
+                        author_name=message.from_name,
+                        author_addr=message.from_addr,
+                        rewrite_from=rewrite,
+                        add_message_id=sniff_message_id(raw) != message.message_id,
+                        replacement_text=message.body_text if message.body_edited else None,
+                        replacement_subject=message.subject if message.body_edited else None,
+                    )
+                item.data = template.render(links(ml.name, row.recipient))
             else:
                 payload = payloads.get(row.id)
                 if not payload:
@@ -219,18 +238,61 @@ def _prepare(settings: Settings, batch: _Batch, *, now: datetime, dmarc: DmarcCh
     return out
 
 
+# An addr-spec of RFC 5321 dot-atoms only: every VERP return path, and nearly every member's address.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+
+
+def _quote(address: str) -> str:
+    """smtplib.quoteaddr, which runs email.utils.parseaddr on every address (two per copy: a good share of
+    the time spent sending one), without the parsing when the address is a plain addr-spec (which
+    quoteaddr would return unchanged between brackets)."""
+    return f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
+
+
+class _RelaySMTP(smtplib.SMTP):
+    """smtplib.SMTP whose MAIL FROM and RCPT TO quote addresses with _quote (the commands are otherwise
+    those of smtplib)."""
+
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        optionlist = ""
+        if options and self.does_esmtp:
+            if any(x.lower() == "smtputf8" for x in options):
+                if self.has_extn("smtputf8"):
+                    self.command_encoding = "utf-8"
+                else:
+                    raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
+            optionlist = " " + " ".join(options)
+        self.putcmd("mail", f"FROM:{_quote(sender)}{optionlist}")
+        return self.getreply()
+
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        optionlist = ""
+        if options and self.does_esmtp:
+            optionlist = " " + " ".join(options)
+        self.putcmd("rcpt", f"TO:{_quote(recip)}{optionlist}")
+        return self.getreply()
+
+
+class _RelaySMTPSSL(smtplib.SMTP_SSL):
+    mail = _RelaySMTP.mail
+    rcpt = _RelaySMTP.rcpt
+
+
 def _connect(settings: Settings) -> smtplib.SMTP:
     relay = settings.relay
     timeout = float(relay.timeout)
     local_hostname = settings.smtp.hostname or None
     conn: smtplib.SMTP
     if relay.security == "tls":
-        conn = smtplib.SMTP_SSL(
+        conn = _RelaySMTPSSL(
             relay.host, relay.port, local_hostname=local_hostname, timeout=timeout,
             context=ssl.create_default_context(),
         )
     else:
-        conn = smtplib.SMTP(relay.host, relay.port, local_hostname=local_hostname, timeout=timeout)
+        conn = _RelaySMTP(relay.host, relay.port, local_hostname=local_hostname, timeout=timeout)
     try:
         conn.ehlo_or_helo_if_needed()
         if relay.security == "starttls":
@@ -320,6 +382,8 @@ def _record(
     settings: Settings, factory: sessionmaker[Session], items: list[_Outgoing], *, now: datetime, stats: DeliveryStats
 ) -> None:
     give_up = timedelta(hours=float(settings.relay.retry_for_hours))
+    # Rows whose results set the same columns are written by one executemany (a batch is mostly "sent").
+    writes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     with session_scope(factory) as session:
         for item in items:
             values: dict[str, Any] = {"claimed_by": "", "claimed_at": None}
@@ -355,12 +419,28 @@ def _record(
                             next_attempt_at=now + retry_delay(settings, attempts),
                         )
                         stats.retried += 1
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == item.row_id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
+            names = tuple(sorted(values))
+            writes.setdefault(names, []).append(
+                {"row_id": item.row_id, **{f"new_{name}": value for name, value in values.items()}}
             )
+        for names, params in writes.items():
+            session.execute(_record_statement(names), params)
+
+
+_RECORDS: dict[tuple[str, ...], Any] = {}
+
+
+def _record_statement(names: tuple[str, ...]) -> Any:
+    statement = _RECORDS.get(names)
+    if statement is None:
+        table = OutboxMessage.__table__
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values({table.c[name]: bindparam(f"new_{name}") for name in names})
+        )
+        _RECORDS[names] = statement
+    return statement
 
 
 def deliver_pending(
@@ -409,4 +489,4 @@ def deliver_pending(
     return stats
 
 
-__all__ = ["DeliveryStats", "deliver_pending", "retry_delay", "unsubscribe_url"]
+__all__ = ["DeliveryStats", "deliver_pending", "retry_delay", "unsubscribe_links", "unsubscribe_url"]

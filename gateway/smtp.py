@@ -117,13 +117,20 @@ class GatewayHandler:
         self._names_until = 0.0
         self._names_lock = threading.Lock()
 
-    def _list_names(self, *, fresh: bool) -> list[str]:
+    def _cached_list_names(self, *, fresh: bool) -> list[str] | None:
+        """The names read less than LIST_NAMES_TTL seconds ago (``fresh``: one second), or None."""
         with self._names_lock:
             age = LIST_NAMES_TTL - (self._names_until - time.monotonic())
             # "fresh" (an unknown name) re-reads at most once a second: a dictionary attack on RCPT must not
             # become a database read per guess.
             if age < (1.0 if fresh else LIST_NAMES_TTL):
                 return self._names
+        return None
+
+    def _list_names(self, *, fresh: bool) -> list[str]:
+        cached = self._cached_list_names(fresh=fresh)
+        if cached is not None:
+            return cached
         with self.gate.spool(), session_scope(self.factory) as session:
             names = list_names(session)
         with self._names_lock:
@@ -145,7 +152,10 @@ class GatewayHandler:
             return "452 4.5.3 too many recipients in one message, send the rest separately"
         loop = asyncio.get_running_loop()
         try:
-            names = await loop.run_in_executor(None, lambda: self._list_names(fresh=False))
+            # The names in memory need no trip to a worker thread (most recipients: one per message).
+            names = self._cached_list_names(fresh=False)
+            if names is None:
+                names = await loop.run_in_executor(None, lambda: self._list_names(fresh=False))
             target = classify_local(local, names)
             if target is None:
                 names = await loop.run_in_executor(None, lambda: self._list_names(fresh=True))

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker, undefer
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session, lazyload, sessionmaker, undefer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from passerelle.config import Settings
 from passerelle.db import session_scope
@@ -36,7 +37,7 @@ from .handlers.command import handle_command
 from .handlers.drop import drop
 from .handlers.hold import hold
 from .handlers.owner import forward_to_owners
-from .handlers.post import find_duplicate, post_message
+from .handlers.post import find_duplicate, keep_loaded, post_message, write_columns
 from .handlers.refuse import refuse
 from .recipients import classify_local, split_address
 from .rules import decide
@@ -54,6 +55,8 @@ CLAIM_BATCH = 20
 # PostgreSQL keeps one row per transaction: several workers run side by side there, and a transaction
 # holding one list's placement lock while waiting for another row's lock could deadlock with another worker.
 BATCH_SECONDS = 0.2
+# A batch's raw messages are read in one query when they add up to no more than this.
+BATCH_RAW_BYTES = 4 * 1024 * 1024
 
 
 def _recipient_local(settings: Settings, inbound: InboundMessage, mailing_list: MailingList) -> str:
@@ -101,6 +104,18 @@ def _intercept(ctx: MailContext, topic: Topic | None) -> _Intercepted:
     )
 
 
+# The list, the sender and their subscription; their relationships (the member's organisation...) are
+# loaded if a handler reads them, not joined here. Built once: every spool row runs it.
+_MEMBERSHIP = (
+    select(MailingList, Member, Subscription)
+    .select_from(MailingList)
+    .outerjoin(Member, Member.email == bindparam("sender"))
+    .outerjoin(Subscription, and_(Subscription.member_id == Member.id, Subscription.list_id == MailingList.id))
+    .where(MailingList.name == bindparam("list_name"))
+    .options(lazyload("*"))
+)
+
+
 def process_message(
     session: Session, settings: Settings, inbound: InboundMessage, *, now: datetime, resolver: Any = None
 ) -> Outcome:
@@ -113,16 +128,11 @@ def process_message(
     # The list, the sender and their subscription in one query. The sender is the From address; only a
     # message without a usable From is attributed to its envelope sender.
     sender_address = (parsed.from_addr or inbound.envelope_from or "").lower()
-    found = session.execute(
-        select(MailingList, Member, Subscription)
-        .select_from(MailingList)
-        .outerjoin(Member, Member.email == sender_address)
-        .outerjoin(Subscription, and_(Subscription.member_id == Member.id, Subscription.list_id == MailingList.id))
-        .where(MailingList.name == inbound.list_name)
-    ).first()
+    found = session.execute(_MEMBERSHIP, {"sender": sender_address, "list_name": inbound.list_name}).first()
     if found is None:
         return Outcome("shunted", f"the list {inbound.list_name!r} does not exist (any more)")
     mailing_list, sender, subscription = found
+    keep_loaded(session, mailing_list, sender, subscription)
     ctx = MailContext(
         session=session,
         settings=settings,
@@ -193,22 +203,26 @@ def _claim(
         )
 
 
+_INBOUND = InboundMessage.__table__
+_LOAD_ROW = select(InboundMessage).where(InboundMessage.id == bindparam("row_id")).options(undefer(InboundMessage.raw))
+_LOAD_ROWS = select(InboundMessage).where(InboundMessage.id.in_(bindparam("ids", expanding=True)))
+_LOAD_ROWS_WITH_RAW = _LOAD_ROWS.options(undefer(InboundMessage.raw))
+_LOAD_RAW = select(_INBOUND.c.raw).where(_INBOUND.c.id == bindparam("row_id"))
+
+
 def _load_claimed(session: Session, row_id: int, worker_id: str) -> InboundMessage | None:
-    inbound = session.scalar(
-        select(InboundMessage).where(InboundMessage.id == row_id).options(undefer(InboundMessage.raw))
-    )
+    inbound = session.scalar(_LOAD_ROW, {"row_id": row_id})
     if inbound is None or inbound.status != "processing" or inbound.claimed_by != worker_id:
         # Taken over by another worker after our claim timed out: theirs now.
         return None
     return inbound
 
 
-def _mark(inbound: InboundMessage, outcome: Outcome, now: datetime) -> None:
-    inbound.status = outcome.status
-    inbound.reason = outcome.reason[:4000]
-    inbound.processed_at = now
-    inbound.claimed_by = ""
-    inbound.claimed_at = None
+def _mark(session: Session, inbound: InboundMessage, outcome: Outcome, now: datetime) -> None:
+    write_columns(
+        session, inbound, status=outcome.status, reason=outcome.reason[:4000], processed_at=now, claimed_by="",
+        claimed_at=None,
+    )
 
 
 def _log_outcome(row_id: int, message_id: str, outcome: Outcome) -> None:
@@ -224,7 +238,7 @@ def _process_claimed(
             if inbound is None:
                 return "skipped"
             outcome = process_message(session, settings, inbound, now=now, resolver=resolver)
-            _mark(inbound, outcome, now)
+            _mark(session, inbound, outcome, now)
             message_id = inbound.message_id_header
         _log_outcome(row_id, message_id, outcome)
         return outcome.status
@@ -242,42 +256,84 @@ def _single_writer(factory: sessionmaker[Session]) -> bool:
         session.close()
 
 
+# Rows waiting for a worker: new ones, and ones whose worker died (claimed before ``stale``).
+_WAITING = (
+    select(_INBOUND.c.id, _INBOUND.c.size)
+    .where(
+        or_(
+            _INBOUND.c.status == "new",
+            and_(
+                _INBOUND.c.status == "processing",
+                _INBOUND.c.claimed_at < bindparam("stale", type_=_INBOUND.c.claimed_at.type),
+            ),
+        )
+    )
+    .order_by(_INBOUND.c.id)
+    .limit(bindparam("limit"))
+)
+_HOLD = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("row_id"))
+    .values(
+        status="processing",
+        claimed_by=bindparam("worker_id"),
+        claimed_at=bindparam("now", type_=_INBOUND.c.claimed_at.type),
+    )
+)
+
+
 def _process_batch(
-    settings: Settings, factory: sessionmaker[Session], ids: list[int], *, now: datetime, resolver: Any,
-    worker_id: str,
-) -> int:
-    """Process claimed rows from the start of ``ids`` in one transaction, each in a savepoint, until
-    BATCH_SECONDS have passed or a row fails; returns how many rows of ``ids`` were dealt with, 0 when the
-    transaction itself failed (nothing of it was kept: the caller processes the first row on its own)."""
+    settings: Settings, factory: sessionmaker[Session], *, limit: int, now: datetime, resolver: Any, worker_id: str
+) -> int | None:
+    """SQLite: take up to ``limit`` waiting rows and process them in ONE transaction, each in a savepoint,
+    until BATCH_SECONDS have passed or a row fails. Returns how many rows were dealt with (0: none waiting),
+    None when the transaction itself failed (nothing of it was kept).
+
+    No claim is needed first: every writing transaction begins IMMEDIATE (passerelle.db), so no other worker
+    can take these rows before this transaction ends; rows it did not get to are still waiting afterwards.
+    """
     deadline = time.monotonic() + BATCH_SECONDS
+    stale = now - timedelta(seconds=settings.worker.claim_timeout)
     done: list[tuple[int, str, Outcome]] = []
     failed: tuple[int, Exception] | None = None
     handled = 0
     try:
         with session_scope(factory) as session:
+            waiting = session.execute(_WAITING, {"stale": stale, "limit": limit}).all()
+            if not waiting:
+                return 0
+            ids = [row_id for row_id, _size in waiting]
+            # The rows in one query, with their raw bytes unless that is a lot of memory (then the bytes of
+            # each row are read when its turn comes).
+            with_raw = sum(size or 0 for _row_id, size in waiting) <= BATCH_RAW_BYTES
+            rows = {
+                row.id: row for row in session.scalars(_LOAD_ROWS_WITH_RAW if with_raw else _LOAD_ROWS, {"ids": ids})
+            }
             for row_id in ids:
                 if handled and time.monotonic() > deadline:
                     break
+                inbound = rows[row_id]
                 savepoint = session.begin_nested()
                 try:
-                    inbound = _load_claimed(session, row_id, worker_id)
-                    if inbound is not None:
-                        outcome = process_message(session, settings, inbound, now=now, resolver=resolver)
-                        _mark(inbound, outcome, now)
+                    if not with_raw:
+                        set_committed_value(inbound, "raw", session.scalar(_LOAD_RAW, {"row_id": row_id}))
+                    outcome = process_message(session, settings, inbound, now=now, resolver=resolver)
+                    _mark(session, inbound, outcome, now)
                     savepoint.commit()
                 except Exception as exc:
                     savepoint.rollback()
+                    # Held by this worker when this transaction commits: the failure is recorded against it.
+                    session.execute(_HOLD, {"row_id": row_id, "worker_id": worker_id, "now": now})
                     failed = (row_id, exc)
                     handled += 1
                     break
                 handled += 1
-                if inbound is not None:
-                    done.append((row_id, inbound.message_id_header, outcome))
-                    # The raw bytes of every row of the batch need not stay in memory until the commit.
-                    session.expire(inbound, ["raw"])
+                done.append((row_id, inbound.message_id_header, outcome))
+                # The raw bytes of every row of the batch need not stay in memory until the commit.
+                session.expire(inbound, ["raw"])
     except Exception:
-        log.exception("inbound #%s..: the batch transaction failed; rows are processed one by one", ids[0])
-        return 0
+        log.exception("the worker's batch transaction failed; the next row is processed on its own")
+        return None
     for row_id, message_id, outcome in done:
         _log_outcome(row_id, message_id, outcome)
     if failed is not None:
@@ -342,20 +398,27 @@ def process_pending(
     batched = _single_writer(factory)
     processed = 0
     while processed < limit:
+        if batched:
+            with around():
+                handled = _process_batch(
+                    settings, factory, limit=min(CLAIM_BATCH, limit - processed), now=now, resolver=resolver,
+                    worker_id=worker_id,
+                )
+            if handled == 0:
+                break
+            if handled is not None:
+                processed += handled
+                continue
+        # PostgreSQL (and SQLite when a batch transaction failed): claim, then one row per transaction.
         with around():
-            ids = _claim(settings, factory, now=now, worker_id=worker_id, limit=min(CLAIM_BATCH, limit - processed))
+            count = 1 if batched else min(CLAIM_BATCH, limit - processed)
+            ids = _claim(settings, factory, now=now, worker_id=worker_id, limit=count)
         if not ids:
             break
-        while ids:
+        for row_id in ids:
             with around():
-                handled = 0
-                if batched:
-                    handled = _process_batch(settings, factory, ids, now=now, resolver=resolver, worker_id=worker_id)
-                if not handled:
-                    _process_claimed(settings, factory, ids[0], now=now, resolver=resolver, worker_id=worker_id)
-                    handled = 1
-            ids = ids[handled:]
-            processed += handled
+                _process_claimed(settings, factory, row_id, now=now, resolver=resolver, worker_id=worker_id)
+            processed += 1
     return processed
 
 

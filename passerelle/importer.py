@@ -71,7 +71,7 @@ _AT_OBFUSCATION = re.compile(r"(?P<local>[^\s@<>()\"',;:]+) at (?P<domain>[A-Za-
 # stat.ethz.ch's pipermail: " @end|ng |rom " or " @ending from " ("sending from" with s->@, i/l/f->|), and
 # a, s and "." of both sides replaced by "@" (i and l sometimes by "|").
 _ETH_OBFUSCATION = re.compile(
-    r"(?P<local>[^\s<>()\"',;:]+) @(?:end|ng|ending|end\|ng) (?:\|rom|from) (?P<domain>[^\s<>()\"',;:]+)"
+    r"(?P<local>[^\s<>()\"',;:]+) @end(?:ing|\|ng) (?:\|rom|from) (?P<domain>[^\s<>()\"',;:]+)"
 )
 
 
@@ -252,8 +252,7 @@ def iter_archive(path: Path | str, *, unescape: bool = True) -> Iterator[Archive
                     raise ArchiveError(f"{file}: read error after {last - base} bytes ({exc})") from exc
             elif _looks_like_message(head):
                 raw = stream.read()
-                date = None
-                yield ArchiveEntry(raw=repair_headers(raw, envelope_date=date), where=name,
+                yield ArchiveEntry(raw=repair_headers(raw, envelope_date=None), where=name,
                                    progress_bytes=base + len(raw))
             elif len(files) == 1:
                 raise ArchiveError(
@@ -496,7 +495,7 @@ def _import_entry(
             status, reason, message_id = _archive_one(session, settings, ml, entry, now=now)
     except Exception as exc:  # anything the archiving code did not foresee: keep the message, say why
         log.warning("import %s: archiving failed: %s", entry.where, _short_error(exc), exc_info=True)
-        status, reason, message_id = "shunted", f"archiving failed: {_short_error(exc)}", ""
+        status, reason = "shunted", f"archiving failed: {_short_error(exc)}"
         message_id = sniff_message_id(entry.raw)
     if status == "done":
         report.imported += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -73,11 +74,22 @@ def _serializer(settings: Settings, purpose: str, now: datetime | None) -> URLSa
     return URLSafeTimedSerializer(secret_key(settings), salt=f"passerelle:{purpose}", signer=signer)
 
 
-def sign(settings: Settings, purpose: str, data: dict[str, Any], *, now: datetime | None = None) -> str:
-    """A URL-safe token carrying ``data`` (JSON-serialisable) for ``purpose``."""
+def signer(settings: Settings, purpose: str, *, now: datetime | None = None) -> Callable[[dict[str, Any]], str]:
+    """:func:`sign` for many tokens of one purpose and time: the key is read and the serializer built once
+    (delivery signs an unsubscribe link for every copy it sends)."""
     if not purpose:
         raise ValueError("a token needs a purpose")
-    return str(_serializer(settings, purpose, now).dumps(data))
+    serializer = _serializer(settings, purpose, now)
+
+    def sign_one(data: dict[str, Any]) -> str:
+        return str(serializer.dumps(data))
+
+    return sign_one
+
+
+def sign(settings: Settings, purpose: str, data: dict[str, Any], *, now: datetime | None = None) -> str:
+    """A URL-safe token carrying ``data`` (JSON-serialisable) for ``purpose``."""
+    return signer(settings, purpose, now=now)(data)
 
 
 def unsign(
@@ -97,4 +109,4 @@ def unsign(
     return value
 
 
-__all__ = ["TokenError", "TokenExpired", "secret_key", "sign", "unsign"]
+__all__ = ["TokenError", "TokenExpired", "secret_key", "sign", "signer", "unsign"]
