@@ -345,6 +345,10 @@ class ImapFetcher:
             log.info("imap[%s]: server without IDLE (or idle=false): polling every %ss",
                      self.account.name, self.settings.imap.poll_seconds)
         while not stop_event.is_set():
+            if self._mail_announced(client):
+                # New mail was announced while we were draining: read it now, not at the next renewal.
+                self._drain(client)
+                continue
             if use_idle:
                 self._idle(client, stop_event)
             elif stop_event.wait(float(self.settings.imap.poll_seconds)):
@@ -377,6 +381,19 @@ class ImapFetcher:
         finally:
             client.idle_done()
 
+    @staticmethod
+    def _mail_announced(client: IMAPClient) -> bool:
+        """Whether the server announced new mail (EXISTS/RECENT) during a command since the last SELECT.
+
+        A server reports mail that arrives while another command runs as an untagged response to that
+        command (RFC 3501 7.3.1, RFC 9051 7.4): imaplib files it away and nobody reads it, and the server
+        will not repeat it once IDLE starts, so without this check such mail would wait for the next
+        IDLE renewal. Reads imaplib's untagged-response store (private API, stable since Python 2).
+        """
+        untagged = client._imap.untagged_responses
+        announced = bool(untagged.pop("EXISTS", None)) | bool(untagged.pop("RECENT", None))
+        return announced
+
     def _buffered_responses(self, client: IMAPClient) -> list[Any]:
         """Untagged responses already read off the socket into imaplib's buffer.
 
@@ -406,6 +423,7 @@ class ImapFetcher:
     def _drain(self, client: IMAPClient) -> int:
         acct = self.account
         selected = client.select_folder(acct.folder)
+        self._mail_announced(client)  # SELECT's own EXISTS/RECENT are the mailbox's state, not news.
         uidvalidity = int(selected[b"UIDVALIDITY"])
         position = self._start_cursor(uidvalidity)
         if position.rescan:

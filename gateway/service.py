@@ -26,6 +26,14 @@ from .worker import process_pending
 
 log = logging.getLogger(__name__)
 
+# Spool rows per worker pass; a pass that processed fewer emptied the spool.
+WORKER_PASS_ROWS = 100
+# After a pass that emptied the spool, the worker lets the next posts gather this long before the next
+# pass: one transaction then archives several of them (on SQLite a commit costs more than a small post),
+# and the SMTP sessions spooling them do not queue behind a worker transaction for every message. Under a
+# backlog the worker goes on at once.
+WORKER_GATHER_SECONDS = 0.02
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -125,10 +133,13 @@ class GatewayService:
         worker_id = worker_identity("worker")
         processed = process_pending(
             self.settings, self.factory, now=self.clock(), resolver=self.resolver, worker_id=worker_id,
-            gate=self.gate.background,
+            gate=self.gate.background, limit=WORKER_PASS_ROWS,
         )
         if processed:
             self.wake_delivery()
+            if processed < WORKER_PASS_ROWS and self._worker_loop is not None:
+                # The spool is empty: let the next posts gather for a moment (see WORKER_GATHER_SECONDS).
+                self._worker_loop.stopping.wait(WORKER_GATHER_SECONDS)
         return processed > 0
 
     def _delivery_step(self) -> bool:

@@ -257,6 +257,45 @@ class MailArrivesJustBeforeIdle(ImapFetcher):
         return spooled
 
 
+
+class MailArrivesDuringTheDrain(ImapFetcher):
+    """A message lands while the drain's own commands run: the server announces it as an untagged EXISTS
+    in the reply to one of them (here a SEARCH), and will not announce it again once IDLE starts."""
+
+    server: Dovecot
+    sent: float = 0.0
+
+    def _drain(self, client: Any) -> int:
+        spooled = super()._drain(client)
+        if not self.sent:
+            self.server.append("forum", [make_message(2)])
+            # The EXISTS arrives in this command's reply, before its tagged OK. (Dovecot also sends a RECENT
+            # later, during IDLE; IMAP4rev2 servers have no RECENT, and then nothing would wake IDLE.)
+            deadline = time.monotonic() + 3
+            while "EXISTS" not in client._imap.untagged_responses:
+                assert time.monotonic() < deadline, "Dovecot never announced the new message"
+                time.sleep(0.05)
+                client.search(["ALL"])
+            self.sent = time.monotonic()
+        return spooled
+
+
+def test_mail_announced_during_a_drain_command_is_read_at_once(
+    dovecot: Dovecot, imap_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    fetcher = MailArrivesDuringTheDrain(imap_settings, session_factory, dovecot.account("forum"), clock=now)
+    fetcher.server = dovecot
+    stop = threading.Event()
+    thread = threading.Thread(target=fetcher.run_forever, args=(stop,))
+    thread.start()
+    try:
+        wait_until(lambda: len(spooled_ids(session_factory)) == 1, timeout=5, what="the message (idle_seconds=30)")
+        assert time.monotonic() - fetcher.sent < 2
+    finally:
+        stop.set()
+        thread.join(5)
+    assert spooled_ids(session_factory) == ["m-2@eurometropole.example"]
+
 def test_mail_arriving_just_before_idle_is_not_left_until_renewal(
     dovecot: Dovecot, imap_settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
