@@ -122,7 +122,7 @@ def create_app(
     extra_blueprints: Iterable[str] = (),
 ) -> Flask:
     """The web archive for ``settings``; ``session_factory`` defaults to the configured database."""
-    from . import csrf, i18n, labels, web
+    from . import csrf, formats, i18n, labels, shortcache, web
 
     app = Flask(__name__)
     app.url_map.converters["id"] = IdConverter
@@ -158,6 +158,8 @@ def create_app(
     csrf.init_app(app)
     web.init_app(app)
     labels.init_app(app)
+    formats.init_app(app)
+    shortcache.init_app(app)
 
     for name in (*BLUEPRINTS, *extra_blueprints):
         module = importlib.import_module(name)

@@ -79,7 +79,8 @@ def send_login_link(member: Member, next_path: str) -> bool:
     session.add(row)
     session.flush()
     link = external_url("auth.confirm", token=token, next=next_path if next_path != "/" else None)
-    site = settings().site.name
+    # The name the member knows: the forum's (site.name when set), not the software's.
+    site = settings().site.name or mailing_list.title or mailing_list.name
     body = _(
         "Hello,\n\nSomeone (probably you) asked to sign in to %(site)s with this address.\n"
         "Open this link to sign in; it works once, for %(minutes)d minutes:\n\n%(link)s\n\n"

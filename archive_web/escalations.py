@@ -164,7 +164,15 @@ def create() -> Any:
         fail(400, _("Unknown level “%(value)s”: national or european.", value=level[:40]))
     note = _text("note")
     session = db()
-    esc, created = core.escalate(session, topic, level, note=note, actor=viewer().member, now=now(), via="web")
+    try:
+        esc, created = core.escalate(session, topic, level, note=note, actor=viewer().member, now=now(), via="web")
+    except core.SolvedTopicError:
+        # Same rule as "#escalate" by mail: a topic closed as solved is reopened (or given another outcome)
+        # before it goes to the register as an unresolved obstacle.
+        session.rollback()
+        flash(_("This topic is closed as solved, so it was not escalated. If the obstacle remains, reopen the "
+                "topic or change its outcome, then escalate it."), "warning")
+        return redirect(url_for("threads.topic", topic_id=topic.id), code=303)
     session.commit()
     if created:
         flash(_("The topic is escalated to the %(level)s and entered in the register.",

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, Response, request, stream_with_context
 from flask_babel import gettext as _
@@ -26,7 +26,17 @@ from passerelle.search import SearchHit, SearchQuery, search_messages
 
 from .search import parse_search_query
 from .threads import get_topic
-from .web import can_read_category, can_read_topic, db, external_url, fail, message_url, settings, viewer
+from .web import (
+    can_read_category,
+    can_read_topic,
+    db,
+    external_url,
+    fail,
+    message_url,
+    settings,
+    site_title,
+    viewer,
+)
 
 bp = Blueprint("feeds", __name__)
 
@@ -58,7 +68,7 @@ def _atom(title: str, self_url: str, alternate_url: str, feed_id: str, hits: tup
             el.text = _clean(text)
         return el
 
-    site = settings().site.name
+    site = site_title()
     sub(feed, "title", f"{title} · {site}")
     sub(feed, "id", feed_id)
     sub(feed, "link", rel="self", href=self_url)
@@ -214,11 +224,18 @@ def _mbox_response(topic_ids_query: Any, filename: str) -> Response:
     return response
 
 
+def members_only_export() -> NoReturn:
+    # The topic or category exists (its title is public): 403 rather than 404, with a way to sign in.
+    if viewer().signed_in:
+        fail(403, _("This export is for the members of its list only."))
+    fail(403, _("This export is for members only: sign in to download it."))
+
+
 @bp.route("/t/<id:topic_id>/mbox")
 def topic_mbox(topic_id: int) -> Response:
     topic = get_topic(topic_id)
     if not can_read_topic(topic):
-        fail(404, _("This export is for members only: sign in to download it."))
+        members_only_export()
     return _mbox_response(select(Topic.id).where(Topic.id == topic.id), f"topic-{topic.id}.mbox")
 
 
@@ -228,5 +245,5 @@ def category_mbox(category_id: int) -> Response:
     if cat is None:
         fail(404, _("There is no such category."))
     if not can_read_category(cat):
-        fail(404, _("This export is for members only: sign in to download it."))
+        members_only_export()
     return _mbox_response(select(Topic.id).where(Topic.category_id == cat.id), f"{cat.slug}.mbox")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 from flask import Flask, request, session
-from flask_babel import Babel, Domain, get_locale
+from flask_babel import Babel, Domain, get_locale, get_translations
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 from werkzeug.utils import cached_property
 
 from .app import WebState
@@ -127,6 +131,59 @@ def init_app(app: Flask, state: WebState) -> None:
 
     app.jinja_env.globals["current_language"] = current_language
     app.jinja_env.globals["language_names"] = LANGUAGE_NAMES
+    # Templates translate a hundred strings per page; look the catalogue up once per page instead of
+    # through Flask-Babel's context lookups for each string (same output as Flask-Babel's callables).
+    app.jinja_env.globals.update(gettext=template_gettext, ngettext=template_ngettext, _=template_gettext)
+
+    @app.context_processor
+    def _page_translations() -> dict[str, Any]:
+        return {PAGE_TRANSLATIONS: get_translations()}
+
+
+PAGE_TRANSLATIONS = "_page_translations"
+
+
+def _translations(context: Context) -> Any:
+    # Macros imported without context do not see the page's catalogue: ask Flask-Babel.
+    translations = context.get(PAGE_TRANSLATIONS)
+    return translations if translations is not None else get_translations()
+
+
+@pass_context
+def template_gettext(__context: Context, __string: str, **variables: Any) -> str:
+    """``_()``/``gettext()`` of templates: Jinja's "newstyle" gettext (escaping, %-formatting)."""
+    translations = _translations(__context)
+    if not variables:
+        return _gettext(translations, __string, __context.eval_ctx.autoescape)
+    return _format(translations.ugettext(__string), __context.eval_ctx.autoescape, variables)
+
+
+@pass_context
+def template_ngettext(__context: Context, __singular: str, __plural: str, __num: int, **variables: Any) -> str:
+    """``ngettext()`` of templates, as Jinja's "newstyle" ngettext (``num`` is available to the string)."""
+    translations = _translations(__context)
+    if not variables and isinstance(__num, int):
+        return _ngettext(translations, __singular, __plural, __num, __context.eval_ctx.autoescape)
+    variables.setdefault("num", __num)
+    return _format(translations.ungettext(__singular, __plural, __num), __context.eval_ctx.autoescape, variables)
+
+
+def _format(rv: str, autoescape: bool, variables: dict[str, Any]) -> str:
+    if autoescape:
+        rv = Markup(rv)  # noqa: S704 (the catalogue is ours; values are escaped by % as in Jinja)
+    return rv % variables
+
+
+# A page repeats the same strings ("12 messages" on every row): the result of a string without
+# variables, or with only its count, is kept per catalogue (catalogues live as long as the app).
+@lru_cache(maxsize=4096)
+def _gettext(translations: Any, string: str, autoescape: bool) -> str:
+    return _format(translations.ugettext(string), autoescape, {})
+
+
+@lru_cache(maxsize=4096)
+def _ngettext(translations: Any, singular: str, plural: str, num: int, autoescape: bool) -> str:
+    return _format(translations.ungettext(singular, plural, num), autoescape, {"num": num})
 
 
 def update_catalogues() -> None:

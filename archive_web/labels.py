@@ -41,6 +41,9 @@ def label(table: dict[str, Any], value: str | None) -> Any:
 
 
 def init_app(app: Flask) -> None:
+    from . import actionlog
+
+    actionlog.init_app(app)
     tables = {
         "status": STATUS,
         "outcome": OUTCOME,

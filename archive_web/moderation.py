@@ -365,10 +365,18 @@ def topic(topic_id: int) -> Any:
                 session.flush()
             tags.append(tag)
         item.tags = tags
+    resolved = []
+    if changes and item.status == "closed" and item.outcome == "solved":
+        # As with "#close solved" by mail: a solved topic's open escalations are marked resolved in the register.
+        from passerelle.escalations import resolve_on_close
+
+        resolved = resolve_on_close(session, item, actor=viewer().member, now=now(), via="web")
     if changes:
         _log(item.list_id, "topic-update", "; ".join(changes), topic_id=item.id)
         session.commit()
         flash(_("Topic saved."), "success")
+        if resolved:
+            flash(_("The topic is solved: its open escalations are marked resolved in the register."), "info")
     else:
         flash(_("Nothing changed."), "info")
     return redirect(url_for("threads.topic", topic_id=item.id), code=303)

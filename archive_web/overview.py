@@ -19,6 +19,7 @@ from typing import Any
 
 import pygal
 from flask import Blueprint, Response, current_app, render_template, request
+from flask_babel import format_decimal
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from pygal.style import Style
@@ -258,9 +259,10 @@ def _duration(hours: float | None) -> str:
         return "—"
     if hours < 1:
         return _("%(num)d min", num=round(hours * 60))
+    # Babel writes the number as the reader's language does ("24,0 h" in French, "24.0 h" in English).
     if hours < 48:
-        return _("%(num).1f h", num=hours)
-    return _("%(num).1f days", num=hours / 24)
+        return _("%(num)s h", num=format_decimal(hours, "#,##0.0"))
+    return _("%(num)s days", num=format_decimal(hours / 24, "#,##0.0"))
 
 
 @bp.route("/overview")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from markupsafe import Markup, escape
 
@@ -94,9 +95,28 @@ def _split(body_text: str, new_text: str) -> list[tuple[str, str]]:
     return parts
 
 
+# Thread pages of recent topics are read again and again: the blocks of bodies up to this size are kept
+# (keyed by the texts themselves, so an edited body is another entry), at most MEMO_ENTRIES of them.
+MEMO_MAX_CHARS = 16_000
+MEMO_ENTRIES = 2048
+
+
 def body_blocks(body_text: str, new_text: str = "") -> list[Block]:
     """The blocks of a message body, consecutive blocks of the same kind merged, empty ones left out."""
-    body_text = (body_text or "")[:MAX_BODY_CHARS]
+    body_text = body_text or ""
+    new_text = new_text or ""
+    if len(body_text) + len(new_text) <= MEMO_MAX_CHARS:
+        return list(_memo_blocks(body_text, new_text))
+    return _body_blocks(body_text, new_text)
+
+
+@lru_cache(maxsize=MEMO_ENTRIES)
+def _memo_blocks(body_text: str, new_text: str) -> tuple[Block, ...]:
+    return tuple(_body_blocks(body_text, new_text))
+
+
+def _body_blocks(body_text: str, new_text: str) -> list[Block]:
+    body_text = body_text[:MAX_BODY_CHARS]
     blocks: list[tuple[str, str]] = []
     for kind, text in _split(body_text, new_text):
         if not text or not text.strip():

@@ -175,7 +175,30 @@ def category_names(list_id: int) -> list[str]:
 # --------------------------------------------------------------------------------------------------------
 
 
+# A byte order mark first: Excel reads a CSV file without one in the machine's legacy code page (accents
+# broken); with it, as UTF-8. Other readers (Python's "utf-8-sig", LibreOffice, pandas) skip it.
+UTF8_BOM = "\ufeff"
+CSV_SEPARATORS = {"comma": ",", "semicolon": ";"}
+
+
+def _csv_separator() -> str:
+    """The field separator asked for by ``?sep=``: commas (RFC 4180) unless ``semicolon``, which Excel
+    set to a language whose decimal mark is a comma (French, German...) expects."""
+    name = request.args.get("sep", "comma")
+    if name not in CSV_SEPARATORS:
+        fail(400, _("The value given for “%(name)s” is not valid.", name="sep"))
+    return CSV_SEPARATORS[name]
+
+
 def export_response(body: str, mimetype: str, filename: str) -> Response:
+    if mimetype == "text/csv":
+        separator = _csv_separator()
+        if separator != ",":
+            out = io.StringIO()
+            rows = csv.reader(io.StringIO(body, newline=""))
+            csv.writer(out, delimiter=separator, lineterminator="\r\n").writerows(rows)
+            body = out.getvalue()
+        body = UTF8_BOM + body
     response = Response(body, mimetype=mimetype)
     response.headers["Content-Type"] = f"{mimetype}; charset=utf-8"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'

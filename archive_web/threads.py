@@ -5,26 +5,30 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, cast
 from urllib.parse import quote
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
-from sqlalchemy import func, select
-from sqlalchemy.orm import contains_eager, undefer
+from sqlalchemy import bindparam, case, exists, func, select
+from sqlalchemy.orm import joinedload, undefer
 
 from passerelle.models import (
     Attachment,
     Category,
     CategoryFollow,
+    Escalation,
     InboundMessage,
     MailingList,
     Member,
     Message,
     Organisation,
+    Sheet,
     Tag,
     Topic,
     TopicFollow,
@@ -32,11 +36,14 @@ from passerelle.models import (
 )
 from passerelle.models.topic import OUTCOMES
 
+from . import shortcache
 from .app import NavItem
+from .formats import ReaderFormats
 from .render import body_blocks
 from .sanitize import sanitize_html
 from .web import (
     MAX_ID,
+    Viewer,
     can_read_category,
     can_read_topic,
     db,
@@ -55,6 +62,7 @@ bp = Blueprint("threads", __name__)
 NAV = (NavItem("threads.home", _l("Home"), order=10), NavItem("threads.topics", _l("Topics"), order=20))
 
 STATUS_FILTERS = ("open", "answered", "closed", "escalated")
+UNCLASSIFIED = "none"
 # Content types a browser may show inline from an attachment URL: images that cannot carry script, and
 # plain text. Everything else — HTML, SVG, XML, PDF, office files — is a download (and nosniff).
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain"})
@@ -91,20 +99,7 @@ class CategoryRow:
 @bp.route("/")
 def home() -> str:
     session = db()
-    counts = dict(
-        session.execute(
-            select(Topic.category_id, func.count(Topic.id))
-            .where(Topic.merged_into_id.is_(None))
-            .group_by(Topic.category_id)
-        ).all()
-    )
-    open_counts = dict(
-        session.execute(
-            select(Topic.category_id, func.count(Topic.id))
-            .where(Topic.merged_into_id.is_(None), Topic.status != "closed")
-            .group_by(Topic.category_id)
-        ).all()
-    )
+    counts, open_counts = shortcache.cache().get("category counts", _category_counts)
     lists = sorted(lists_by_id().values(), key=lambda ml: ml.id)
     categories = session.scalars(select(Category).order_by(Category.list_id, Category.name)).all()
     by_list: dict[int, list[CategoryRow]] = defaultdict(list)
@@ -120,21 +115,91 @@ def home() -> str:
     )
 
 
+def _category_counts() -> tuple[dict[int | None, int], dict[int | None, int]]:
+    """Topics per category, and those not closed (None: without category), in one pass over the topics."""
+    counts: dict[int | None, int] = {}
+    open_counts: dict[int | None, int] = {}
+    for category_id, total, not_closed in db().execute(
+        select(
+            Topic.category_id,
+            func.count(Topic.id),
+            func.coalesce(func.sum(case((Topic.status != "closed", 1), else_=0)), 0),
+        )
+        .where(Topic.merged_into_id.is_(None))
+        .group_by(Topic.category_id)
+    ):
+        counts[category_id] = int(total)
+        if not_closed:
+            open_counts[category_id] = int(not_closed)
+    return counts, open_counts
+
+
 # --------------------------------------------------------------------------------------------------------
 # Topic lists
 # --------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class RowCategory:
+    id: int
+    name: str
+    slug: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowOrganisation:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowAuthor:
+    name: str
+    email: str
+    organisation: RowOrganisation | None
+
+    def display(self) -> str:
+        """As Member.display()."""
+        return self.name or self.email
+
+
+@dataclass(frozen=True, slots=True)
+class RowTag:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSummary:
+    """What a row of a topic list shows of a topic (read as plain columns: no ORM objects to build, track
+    and expire for 30 rows)."""
+
+    id: int
+    subject: str
+    status: str
+    outcome: str | None
+    escalation_level: str | None
+    message_count: int
+    last_post_at: datetime
+    category: RowCategory | None
+    tags: list[RowTag]
+
+
+@dataclass(frozen=True, slots=True)
 class TopicRow:
-    topic: Topic
-    author: Member | None
+    topic: TopicSummary
+    # Author and tags are filled in only when the reader may read the topic in full (``readable``).
+    author: RowAuthor | None
     readable: bool
+    url: str
+    badge: Markup
+    last_post: Markup
 
 
 @dataclass(frozen=True)
 class TopicFilters:
     category_id: int | None = None
+    # ?category=none: the topics not in any category yet (the home page links there).
+    unclassified: bool = False
     tag: str = ""
     status: str = ""
     outcome: str = ""
@@ -154,7 +219,7 @@ class TopicFilters:
 
     def args(self, **changes: Any) -> dict[str, Any]:
         values = {
-            "category": self.category_id,
+            "category": UNCLASSIFIED if self.unclassified else self.category_id,
             "tag": self.tag,
             "status": self.status,
             "outcome": self.outcome,
@@ -168,6 +233,7 @@ class TopicFilters:
 
 
 def parse_filters(category_id: int | None = None) -> TopicFilters:
+    unclassified = category_id is None and request.args.get("category", "").strip() == UNCLASSIFIED
     status = request.args.get("status", "").strip()
     if status and status not in STATUS_FILTERS:
         fail(400, _("Unknown status “%(value)s”.", value=status[:40]))
@@ -184,7 +250,8 @@ def parse_filters(category_id: int | None = None) -> TopicFilters:
     if len(tag) > 60 or "\x00" in tag:
         fail(400, _("The value given for “%(name)s” is not valid.", name="tag"))
     return TopicFilters(
-        category_id=category_id if category_id is not None else int_arg("category"),
+        category_id=category_id if category_id is not None or unclassified else int_arg("category"),
+        unclassified=unclassified,
         tag=tag,
         status=status,
         outcome=outcome,
@@ -195,24 +262,112 @@ def parse_filters(category_id: int | None = None) -> TopicFilters:
     )
 
 
-def select_topics() -> Any:
-    """Topics (not merged away) with their category and author loaded in the same query."""
+_TOPIC_COLUMNS = (
+    Topic.id,
+    Topic.subject,
+    Topic.status,
+    Topic.outcome,
+    Topic.escalation_level,
+    Topic.message_count,
+    Topic.last_post_at,
+    Category.id,
+    Category.name,
+    Category.slug,
+    Member.id,
+    Member.name,
+    Member.email,
+    Organisation.name,
+)
+
+
+@lru_cache(maxsize=256)
+def _select_topics(see_everything: bool, member_list_ids: frozenset[int]) -> Any:
+    # Statements are immutable: one per kind of reader (anonymous readers and operators all share one).
     return (
-        select(Topic, Member, readable_clause().label("readable"))
+        select(*_TOPIC_COLUMNS, readable_clause(Viewer(member_list_ids=member_list_ids, is_operator=see_everything)))
+        .select_from(Topic)
         .outerjoin(Category, Category.id == Topic.category_id)
         .outerjoin(Member, Member.id == Topic.author_id)
-        .options(contains_eager(Topic.category))
+        .outerjoin(Organisation, Organisation.id == Member.organisation_id)
         .where(Topic.merged_into_id.is_(None))
     )
 
 
+def select_topics() -> Any:
+    """Rows of topics (not merged away) with their category, author and the author's organisation, and
+    whether the reader may read each in full: one query (see _topic_rows)."""
+    v = viewer()
+    return _select_topics(v.see_everything, v.member_list_ids)
+
+
+_TAGS_OF_TOPICS = (
+    select(topic_tags.c.topic_id, Tag.name)
+    .join(Tag, Tag.id == topic_tags.c.tag_id)
+    .where(topic_tags.c.topic_id.in_(bindparam("topic_ids", expanding=True)))
+    .order_by(Tag.name)
+)
+
+
 def _topic_rows(stmt: Any) -> list[TopicRow]:
-    return [TopicRow(topic=t, author=m, readable=bool(r)) for t, m, r in db().execute(stmt).unique().all()]
+    """The rows of ``stmt`` (a select_topics() query), with the tags of those the reader may read (one
+    more query for the page), their links, badges and dates formatted."""
+    session = db()
+    result = session.execute(stmt).all()
+    tags: dict[int, list[RowTag]] = defaultdict(list)
+    readable_ids = [r[0] for r in result if r[-1]]
+    if readable_ids:
+        for topic_id, name in session.execute(_TAGS_OF_TOPICS, {"topic_ids": readable_ids}):
+            tags[topic_id].append(RowTag(name))
+    categories: dict[int, RowCategory] = {}
+    formats = ReaderFormats()
+    link = topic_url_prefix()
+    rows = []
+    for (
+        topic_id, subject, status, outcome, level, message_count, last_post_at,
+        category_id, category_name, category_slug, author_id, author_name, author_email, organisation_name,
+        readable,
+    ) in result:
+        category = None
+        if category_id is not None:
+            category = categories.get(category_id)
+            if category is None:
+                category = categories[category_id] = RowCategory(
+                    category_id, category_name, category_slug, category_url(category_id, category_slug)
+                )
+        author = None
+        if readable and author_id is not None:
+            org = RowOrganisation(organisation_name) if organisation_name is not None else None
+            author = RowAuthor(author_name, author_email, org)
+        summary = TopicSummary(
+            topic_id, subject, status, outcome, level, message_count, last_post_at, category, tags.get(topic_id, [])
+        )
+        rows.append(
+            TopicRow(
+                summary,
+                author,
+                bool(readable),
+                f"{link}{topic_id}",
+                formats.status_badge(status, outcome, level),
+                formats.time_tag(last_post_at, "short"),
+            )
+        )
+    return rows
+
+
+def _filtered(columns: Any, filters: TopicFilters) -> Any:
+    """``select(columns)`` of the topics (not merged away) that ``filters`` keep. Categories are joined
+    only when the visibility rule needs them: counting does not have to visit them."""
+    stmt = select(columns).select_from(Topic).where(Topic.merged_into_id.is_(None))
+    if filters.needs_full_access:
+        stmt = stmt.outerjoin(Category, Category.id == Topic.category_id)
+    return apply_filters(stmt, filters)
 
 
 def apply_filters(stmt: Any, filters: TopicFilters) -> Any:
     if filters.category_id is not None:
         stmt = stmt.where(Topic.category_id == filters.category_id)
+    elif filters.unclassified:
+        stmt = stmt.where(Topic.category_id.is_(None))
     if filters.status == "escalated":
         stmt = stmt.where(Topic.escalation_level.is_not(None))
     elif filters.status:
@@ -243,23 +398,40 @@ def apply_filters(stmt: Any, filters: TopicFilters) -> Any:
 
 
 def filter_choices() -> dict[str, Any]:
+    """The options of the filter form as (value, text) pairs (tags for members only)."""
+    choices = dict(shortcache.cache().get("filter choices", _filter_choices))
+    if not viewer().is_member:
+        choices["tags"] = ()
+    return choices
+
+
+def _filter_choices() -> dict[str, Any]:
+    # Plain rows, not ORM objects: there are hundreds of organisations, the form shows ids and names.
     session = db()
-    v = viewer()
+    categories = session.execute(select(Category.id, Category.name).order_by(Category.name)).all()
+    tags = session.scalars(select(Tag.name).distinct().order_by(Tag.name)).all()
+    organisations = session.execute(
+        select(Organisation.id, Organisation.name, Organisation.country, Organisation.border).order_by(
+            Organisation.name
+        )
+    ).all()
+    # Country codes and borders are upper-case letters and dashes: Python sorts them as the database does.
+    countries = sorted({country for _id, _name, country, _border in organisations})
+    borders = sorted({border for _id, _name, _country, border in organisations if border})
+    # Tuples of str/int pairs: formats.options() renders each select once per selected value.
     return {
-        "categories": session.scalars(select(Category).order_by(Category.name)).all(),
-        "tags": session.scalars(select(Tag.name).distinct().order_by(Tag.name)).all() if v.is_member else [],
-        "countries": session.scalars(select(Organisation.country).distinct().order_by(Organisation.country)).all(),
-        "borders": session.scalars(
-            select(Organisation.border).where(Organisation.border != "").distinct().order_by(Organisation.border)
-        ).all(),
-        "organisations": session.scalars(select(Organisation).order_by(Organisation.name)).all(),
+        "categories": [(cat_id, name) for cat_id, name in categories],  # a list: topics.html prepends to it
+        "tags": tuple((name, name) for name in tags),
+        "countries": tuple((code, code) for code in countries),
+        "borders": tuple((border, border) for border in borders),
+        "organisations": tuple((org_id, name) for org_id, name, _country, _border in organisations),
         "statuses": STATUS_FILTERS,
         "outcomes": OUTCOMES,
     }
 
 
 @bp.route("/topics")
-def topics() -> str:
+def topics() -> Any:
     return _topic_list(parse_filters(), category=None)
 
 
@@ -274,18 +446,34 @@ def category(category_id: int, slug: str = "") -> Any:
     return _topic_list(parse_filters(category_id=cat.id), category=cat)
 
 
-def _topic_list(filters: TopicFilters, *, category: Category | None) -> str:
+def _topic_count(filters: TopicFilters) -> int:
+    """How many topics ``filters`` keep (on every page of the list: kept a few seconds, see shortcache)."""
+    v = viewer()
+    # The count depends on the reader only when filtering needs full access (tags, participants).
+    reader = (v.see_everything, v.member_list_ids) if filters.needs_full_access else None
+    key = ("topic count", replace(filters, page=1), reader)
+    return shortcache.cache().get(key, lambda: int(db().scalar(_filtered(func.count(Topic.id), filters)) or 0))
+
+
+def _topic_list(filters: TopicFilters, *, category: Category | None) -> Any:
     size = settings().web.page_size
-    stmt = apply_filters(select_topics(), filters)
-    stmt = stmt.order_by(Topic.last_post_at.desc(), Topic.id.desc())
-    rows = _topic_rows(stmt.limit(size + 1).offset((filters.page - 1) * size))
-    count_stmt = apply_filters(
-        select(func.count(Topic.id)).select_from(Topic).outerjoin(Category, Category.id == Topic.category_id).where(
-            Topic.merged_into_id.is_(None)
-        ),
-        filters,
-    )
-    total = int(db().scalar(count_stmt) or 0)
+    newest_first = (Topic.last_post_at.desc(), Topic.id.desc())
+    # The page's ids first, then their rows: sorting a category's topics carries ids only, not every
+    # column of the topics, their authors and organisations (SQLite joins before it sorts).
+    page = (
+        _filtered(Topic.id, filters).order_by(*newest_first).limit(size + 1).offset((filters.page - 1) * size)
+    ).subquery()
+    rows = _topic_rows(select_topics().join(page, page.c.id == Topic.id).order_by(*newest_first))
+    total = _topic_count(filters)
+    if not rows and filters.page > 1:
+        # Past the last page (an old link, a list that shrank): show the last page there is.
+        last = max(1, -(-total // size))
+        if last < filters.page:
+            args = filters.args(page=last)
+            if request.view_args:  # a category's own page: its id is in the path
+                args.pop("category", None)
+            args = dict(request.view_args, **args) if request.view_args else args
+            return redirect(url_for(request.endpoint or "threads.topics", **args), code=302)
     follow_mode = None
     v = viewer()
     if category is not None and v.signed_in:
@@ -316,18 +504,52 @@ class MessageView:
     attachments: list[Attachment]
     has_html: bool
     parent_pk: int | None
+    # The permalink (/m/<Message-ID>; raw and formatted versions add /raw, /html) and the <time> of the date.
+    link: str
+    date: Markup
+
+
+# The topic with its category and tags in one query (Session.get would load the tags with a second one).
+_TOPIC_BY_ID = select(Topic).where(Topic.id == bindparam("topic_id")).options(joinedload(Topic.tags))
 
 
 def get_topic(topic_id: int) -> Topic:
-    topic = db().get(Topic, topic_id)
+    topic = db().execute(_TOPIC_BY_ID, {"topic_id": topic_id}).unique().scalar_one_or_none()
     if topic is None:
         fail(404, _("There is no such topic."))
     return topic
 
 
+# The thread page reads the topic (with category and tags), its list (for the posting address), whether
+# it has sheets or escalations (most have neither: templates/sheets/_topic_extras.html is then skipped)...
+_TOPIC_PAGE = (
+    select(
+        Topic,
+        MailingList,
+        exists().where(Sheet.topic_id == Topic.id).label("has_sheets"),
+        exists().where(Escalation.topic_id == Topic.id).label("has_escalations"),
+    )
+    .join(MailingList, MailingList.id == Topic.list_id)
+    .where(Topic.id == bindparam("topic_id"))
+    .options(joinedload(Topic.tags))
+)
+# ... then its messages with their authors and attachments (a message with two attachments is two rows).
+_MESSAGES_OF_TOPIC = (
+    select(Message, Message.html.is_not(None).label("has_html"), Attachment)
+    .outerjoin(Attachment, Attachment.message_pk == Message.id)
+    .where(Message.topic_id == bindparam("topic_id"))
+    .options(undefer(Message.body_text), undefer(Message.new_text))
+    .order_by(Message.date, Message.id, Attachment.id)
+)
+
+
 @bp.route("/t/<id:topic_id>")
 def topic(topic_id: int) -> Any:
-    topic = get_topic(topic_id)
+    session = db()
+    found = session.execute(_TOPIC_PAGE, {"topic_id": topic_id}).unique().one_or_none()
+    if found is None:
+        fail(404, _("There is no such topic."))
+    topic, ml, has_sheets, has_escalations = found
     if topic.merged_into_id and topic.merged_into_id != topic.id:
         return redirect(url_for("threads.topic", topic_id=topic.merged_into_id), code=301)
     readable = can_read_topic(topic)
@@ -335,20 +557,14 @@ def topic(topic_id: int) -> Any:
     messages: list[MessageView] = []
     participants: dict[int, Member] = {}
     if readable:
-        rows = db().execute(
-            select(Message, Message.html.is_not(None).label("has_html"))
-            .where(Message.topic_id == topic.id)
-            .options(undefer(Message.body_text), undefer(Message.new_text))
-            .order_by(Message.date, Message.id)
-        ).unique().all()
-        pks = [m.id for m, _h in rows]
         attachments: dict[int, list[Attachment]] = defaultdict(list)
-        if pks:
-            for att in db().scalars(
-                select(Attachment).where(Attachment.message_pk.in_(pks)).order_by(Attachment.id)
-            ):
-                attachments[att.message_pk].append(att)
-        for m, has_html in rows:
+        rows: dict[int, tuple[Message, bool]] = {}
+        for m, has_html, att in session.execute(_MESSAGES_OF_TOPIC, {"topic_id": topic.id}).unique():
+            rows.setdefault(m.id, (m, has_html))
+            if att is not None:
+                attachments[m.id].append(att)
+        formats = ReaderFormats()
+        for m, has_html in rows.values():
             if m.author is not None:
                 participants[m.author.id] = m.author
             messages.append(
@@ -358,26 +574,26 @@ def topic(topic_id: int) -> Any:
                     attachments=attachments.get(m.id, []),
                     has_html=bool(has_html),
                     parent_pk=m.parent_id,
+                    link=message_url(m.message_id),
+                    date=formats.time_tag(m.date),
                 )
             )
-    author = db().get(Member, topic.author_id) if topic.author_id and readable else None
     follow_mode = None
     if v.signed_in:
-        row = db().get(TopicFollow, (v.member.id, topic.id))  # type: ignore[union-attr]
+        row = session.get(TopicFollow, (v.member.id, topic.id))  # type: ignore[union-attr]
         follow_mode = row.mode if row else None
-    ml = lists_by_id().get(topic.list_id)
     return render_template(
         "topic.html",
         topic=topic,
         readable=readable,
         messages=messages,
-        author=author,
         participants=sorted(participants.values(), key=lambda p: p.display().lower()),
         follow_mode=follow_mode,
         can_follow=v.signed_in and topic.list_id in v.member_list_ids,
         mailing_list=ml,
         post_address=settings().list_address(ml.name) if ml else "",
         login_link=login_url(request.path),
+        show_extras=bool(has_sheets or has_escalations or v.moderates(topic.list_id)),
     )
 
 
@@ -442,9 +658,10 @@ def _find_message(mid: str) -> Message | None:
 
 
 def _not_readable() -> Any:
+    # It exists (a 404 would say otherwise) but is for members: 403, and the error page offers to sign in.
     if viewer().signed_in:
-        fail(404, _("This message does not exist, or it is not visible to you."))
-    fail(404, _("This message does not exist, or it is for members only: sign in to see it."))
+        fail(403, _("This message is for the members of its list only."))
+    fail(403, _("This message is for members only: sign in to see it."))
 
 
 @bp.route("/m/<path:mid>")
@@ -536,6 +753,40 @@ def attachment(attachment_id: int, filename: str) -> Any:
     return response
 
 
+def _url_memo() -> dict[Any, str]:
+    memo = g.get("url_memo")
+    if memo is None:
+        memo = g.url_memo = {}
+    return cast(dict[Any, str], memo)
+
+
+def topic_url_prefix() -> str:
+    """The thread page of topic N is this plus N. A topic list links 30 topics: url_for builds one, the
+    others share its prefix (the id is the last part of the route, a plain integer)."""
+    memo = _url_memo()
+    prefix = memo.get("topic")
+    if prefix is None:
+        prefix = memo["topic"] = url_for("threads.topic", topic_id=1).removesuffix("1")
+    return prefix
+
+
+def category_url(category_id: int, slug: str) -> str:
+    key = ("category", category_id, slug)
+    url = _url_memo().get(key)
+    if url is None:
+        url = _url_memo()[key] = url_for("threads.category", category_id=category_id, slug=slug)
+    return url
+
+
+@bp.app_template_global()
+def tag_url(name: str) -> str:
+    key = ("tag", name)
+    url = _url_memo().get(key)
+    if url is None:
+        url = _url_memo()[key] = url_for("threads.topics", tag=name)
+    return url
+
+
 @bp.app_template_global()
 def message_link(message_id: str, raw: bool = False) -> str:
     return message_url(message_id, raw=raw)
@@ -553,11 +804,9 @@ def attachment_link(att: Attachment) -> str:
 
 @bp.app_template_filter()
 def filesize(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.0f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
+    from .actionlog import filesize as human_size  # in the reader's language: "69 o", "1,5 Mo"
+
+    return human_size(size)
 
 
 def list_for(topic: Topic) -> MailingList | None:

@@ -294,6 +294,22 @@ def message_url(message_id: str, *, raw: bool = False, external: bool = False) -
     return path
 
 
+def site_title() -> str:
+    """The name readers see for the site (page titles and header, feeds, sign-in mail): ``site.name`` when
+    set, else the title of the forum (``lists.default_list``, e.g. "Forum du réseau transfrontalier"), else
+    "Passerelle". Kept a few seconds like the other per-page values (shortcache)."""
+    configured = str(settings().site.name)
+    if configured:
+        return configured
+    from . import shortcache
+
+    def default_list_title() -> str:
+        name = settings().lists.default_list
+        return db().scalar(select(MailingList.title).where(MailingList.name == name)) or "Passerelle"
+
+    return shortcache.cache().get(("site-title",), default_list_title)
+
+
 def external_url(endpoint: str, **values: Any) -> str:
     """An absolute URL on the configured public address (site.base_url), for mails and feeds."""
     return settings().site.base_url.rstrip("/") + url_for(endpoint, **values)
@@ -335,10 +351,15 @@ def init_app(app: Flask) -> None:
             "operator": v.is_operator,
         }
         nav = [item for item in st.nav if allowed.get(item.requires, False)]
+        try:
+            site_name = site_title()
+        except Exception:  # the error page of a broken database still needs a name
+            log.exception("could not read the forum's title")
+            site_name = st.settings.site.name or "Passerelle"
         return {
             "viewer": v,
             "nav_items": nav,
-            "site_name": st.settings.site.name,
+            "site_name": site_name,
             "languages": st.languages,
             "here": request.full_path.rstrip("?") if request else "/",
         }

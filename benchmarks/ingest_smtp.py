@@ -7,8 +7,10 @@
 The gateway runs as `passerelle serve` runs it (GatewayService: aiosmtpd listener + worker thread in one
 process; delivery is left out: fan-out has its own benchmark). Clients are separate processes, each with
 one SMTP connection sending its share of realistic posts (FR/DE/IT/ES/EN, a quarter new topics, the rest
-replies with In-Reply-To/References) from members of a list with 20 instant subscribers. The clock stops
-when every message is archived with its outbox rows. Goal: >= 150 msg/s (Mailman 3: ~12 posts/s).
+replies with In-Reply-To/References) from members of a list with 20 instant subscribers. The clock starts
+once every client process has started, connected and been greeted (process start-up and imports are not
+the gateway's work), and stops when every message is archived with its outbox rows.
+Goal: >= 150 msg/s (Mailman 3: ~12 posts/s).
 """
 
 from __future__ import annotations
@@ -63,9 +65,17 @@ def make_messages(count: int, *, seed: int = 3, domain: str = "forum.bench",
     return out
 
 
-def _client(host: str, port: int, recipient: str, messages: list[tuple[str, bytes]], results: Any) -> None:
-    started = time.perf_counter()
+def _client(host: str, port: int, recipient: str, messages: list[tuple[str, bytes]], ready: Any, go: Any,
+            results: Any) -> None:
+    """Connect and greet (EHLO), say so on ``ready``, wait for ``go``, then send the share; puts the seconds
+    from ``go`` to the last 250 on ``results``. The spawn start-up, the imports and the connection are not
+    the gateway's work, so they happen before the clock starts."""
     with smtplib.SMTP(host, port, timeout=120) as smtp:
+        smtp.ehlo()
+        ready.put(True)
+        if not go.wait(600):
+            raise RuntimeError("the benchmark never said go")
+        started = time.perf_counter()
         for sender, raw in messages:
             smtp.sendmail(sender, [recipient], raw)
     results.put(time.perf_counter() - started)
@@ -106,14 +116,18 @@ def run(database: str, connections: int, messages: list[tuple[str, bytes]], *, k
         service.start()
         try:
             ctx = multiprocessing.get_context("spawn")
-            results = ctx.Queue()
+            results, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
             shares = [messages[i::connections] for i in range(connections)]
             procs = [ctx.Process(target=_client, args=(settings.smtp.host, service.smtp_port,
-                                                       f"forum@{settings.lists.domain}", share, results))
+                                                       f"forum@{settings.lists.domain}", share, ready, go, results))
                      for share in shares]
-            started = time.perf_counter()
             for p in procs:
                 p.start()
+            # The clock starts once every client has started, imported, connected and been greeted.
+            for _ in procs:
+                ready.get(timeout=120)
+            started = time.perf_counter()
+            go.set()
             accept_times = [results.get(timeout=600) for _ in procs]
             accepted = time.perf_counter() - started
             total = len(messages)

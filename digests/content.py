@@ -1,25 +1,43 @@
 """What goes into a digest: the topics with activity in a period, grouped by category and by status.
 
 The activity of one list in one window is collected once (:func:`collect_activity`) and shared by every
-subscriber with the same window (same time zone); :func:`for_member` then drops what the member muted.
+subscriber with the same window (same time zone); :func:`for_member` then drops what the member muted, and
+what already reached the member at once: a digest-mode member who follows a topic (or its category) gets
+its messages as they arrive (gateway.recipients) and does not want them again in the digest, as on
+Discourse where watching a topic mails each post and the summary leaves them out. What was sent is read from
+the outbox (:func:`delivered_for`), not from the follows of the moment, so a message posted before the
+member followed the topic is still in the digest: every message reaches the member once, never twice.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
-from passerelle.models import CategoryFollow, Escalation, MailingList, Message, Topic, TopicFollow
+from passerelle.models import (
+    CategoryFollow,
+    Escalation,
+    MailingList,
+    Message,
+    OutboxMessage,
+    Sheet,
+    Topic,
+    TopicFollow,
+)
 
 log = logging.getLogger(__name__)
 
 # Order of the status groups inside each category (issue #6: new obstacles, answered, closed, escalated).
-STATUS_GROUPS = ("new", "answered", "closed", "escalated")
+# A new topic is an obstacle, or a good practice, only once a moderator has said so by making a sheet of
+# that kind from it (``#sheet``, passerelle.models.sheet.KINDS); until then it is a new topic, whatever it
+# turns out to be ("new"), so that a good practice is never announced as an obstacle.
+STATUS_GROUPS = ("new_obstacle", "new_practice", "new", "answered", "closed", "escalated")
+_NEW_GROUP_OF_KIND = {"obstacle": "new_obstacle", "practice": "new_practice"}
 # Longest excerpt of one message, in characters; the full text is one click away.
 EXCERPT_CHARS = 1200
 
@@ -31,6 +49,8 @@ class DigestMessage:
     date: datetime
     excerpt: str
     truncated: bool
+    # The archive's primary key of the message.
+    pk: int = 0
 
 
 @dataclass
@@ -48,6 +68,8 @@ class DigestTopic:
     escalation_level: str | None = None
     # The Message-ID a reply should point at (In-Reply-To): the newest message of the topic we know.
     reply_to_message_id: str = ""
+    # Primary keys of all the messages received in the window, newest first (new_count of them).
+    message_pks: tuple[int, ...] = ()
 
 
 @dataclass
@@ -58,6 +80,7 @@ class Activity:
     since: datetime
     until: datetime
     topics: list[DigestTopic]
+    messages_per_topic: int = 0
 
 
 @dataclass
@@ -150,16 +173,9 @@ def collect_activity(
     if not topic_ids:
         return Activity(mailing_list.id, since, until, [])
     topics = session.scalars(select(Topic).where(Topic.id.in_(topic_ids))).all()
+    kinds = topic_kinds(session, topic_ids)
 
-    shown_ids = [m.id for msgs in per_topic.values() for m in msgs[:messages_per_topic]]
-    texts: dict[int, Message] = {}
-    if shown_ids:
-        for m in session.scalars(
-            select(Message)
-            .where(Message.id.in_(shown_ids))
-            .options(undefer(Message.new_text), undefer(Message.body_text))
-        ):
-            texts[m.id] = m
+    shown = digest_messages(session, [m.id for msgs in per_topic.values() for m in msgs[:messages_per_topic]])
 
     result: list[DigestTopic] = []
     for topic in topics:
@@ -172,15 +188,11 @@ def collect_activity(
         elif topic.id in escalated_ids:
             group = "escalated"
         elif _in_window(topic.created_at, since, until):
-            group = "new"
+            group = _NEW_GROUP_OF_KIND.get(kinds.get(topic.id, ""), "new")
         elif window_messages:
             group = "answered"
         else:
             continue
-        shown = []
-        for m in reversed(window_messages[:messages_per_topic]):
-            text, cut = excerpt(_new_part(texts[m.id]))
-            shown.append(DigestMessage(m.message_id, m.from_name or m.from_addr, m.date, text, cut))
         newest = window_messages[0].message_id if window_messages else _newest_message_id(session, topic.id)
         result.append(
             DigestTopic(
@@ -190,14 +202,65 @@ def collect_activity(
                 category_name=topic.category.name if topic.category else "",
                 group=group,
                 new_count=len(window_messages),
-                messages=shown,
+                messages=[shown[m.id] for m in reversed(window_messages[:messages_per_topic])],
                 outcome=topic.outcome,
                 escalation_level=topic.escalation_level,
                 reply_to_message_id=newest,
+                message_pks=tuple(m.id for m in window_messages),
             )
         )
     result.sort(key=lambda t: (STATUS_GROUPS.index(t.group), t.subject.casefold(), t.topic_id))
-    return Activity(mailing_list.id, since, until, result)
+    return Activity(mailing_list.id, since, until, result, messages_per_topic)
+
+
+def topic_kinds(session: Session, topic_ids: Iterable[int]) -> dict[int, str]:
+    """What moderators classified each of ``topic_ids`` as: the kind ("obstacle" or "practice") of the
+    newest sheet made from the topic, draft or published; topics without a sheet are left out."""
+    ids = list(topic_ids)
+    kinds: dict[int, str] = {}
+    for start in range(0, len(ids), 500):
+        for topic_id, kind in session.execute(
+            select(Sheet.topic_id, Sheet.kind)
+            .where(Sheet.topic_id.in_(ids[start : start + 500]))
+            .order_by(Sheet.id)
+        ):
+            if topic_id is not None:
+                kinds[topic_id] = kind
+    return kinds
+
+
+def digest_messages(session: Session, pks: Iterable[int]) -> dict[int, DigestMessage]:
+    """The digest's view (author, date, excerpt of the new part) of the messages ``pks``, by primary key."""
+    ids = list(pks)
+    if not ids:
+        return {}
+    out = {}
+    for m in session.scalars(
+        select(Message).where(Message.id.in_(ids)).options(undefer(Message.new_text), undefer(Message.body_text))
+    ):
+        text, cut = excerpt(_new_part(m))
+        out[m.id] = DigestMessage(m.message_id, m.from_name or m.from_addr, m.date, text, cut, m.id)
+    return out
+
+
+def delivered_for(session: Session, activity: Activity, email: str) -> set[int]:
+    """The messages of ``activity`` already sent (or on their way) to ``email`` as instant copies: a copy the
+    relay refused for good did not reach the member, and stays in the digest."""
+    pks = [pk for topic in activity.topics for pk in topic.message_pks]
+    delivered: set[int] = set()
+    # In slices: a weekly digest of a busy list may name more messages than a statement takes parameters.
+    for start in range(0, len(pks), 500):
+        delivered.update(
+            session.scalars(
+                select(OutboxMessage.message_pk).where(
+                    OutboxMessage.message_pk.in_(pks[start : start + 500]),
+                    OutboxMessage.recipient == email.lower(),
+                    OutboxMessage.kind == "post",
+                    OutboxMessage.status != "failed",
+                )
+            )
+        )
+    return delivered
 
 
 def _newest_message_id(session: Session, topic_id: int) -> str:
@@ -232,13 +295,37 @@ def muted_for(session: Session, member_id: int) -> tuple[set[int], set[int], set
 
 def for_member(
     activity: Activity, *, muted_topics: Iterable[int], followed_topics: Iterable[int] = (),
-    muted_categories: Iterable[int] = (),
+    muted_categories: Iterable[int] = (), delivered: Iterable[int] = (),
+    load: Callable[[list[int]], Mapping[int, DigestMessage]] | None = None,
 ) -> DigestContent:
     """The digest of one member: ``activity`` without muted topics and topics of muted categories
-    (unless the member follows that very topic)."""
+    (unless the member follows that very topic), and without the messages ``delivered`` to the member at
+    once (:func:`delivered_for`). A topic whose every message of the window was delivered is left out,
+    unless it was closed or escalated in the window (news no message carried). ``load`` reads the excerpts
+    of older messages that now take the place of delivered ones (:func:`digest_messages`)."""
     muted_t, followed_t, muted_c = set(muted_topics), set(followed_topics), set(muted_categories)
-    kept = [
-        t for t in activity.topics
-        if t.topic_id not in muted_t and (t.category_id not in muted_c or t.topic_id in followed_t)
-    ]
+    sent = set(delivered)
+    kept = []
+    for topic in activity.topics:
+        if topic.topic_id in muted_t or (topic.category_id in muted_c and topic.topic_id not in followed_t):
+            continue
+        if sent and not sent.isdisjoint(topic.message_pks):
+            topic = _without(topic, sent, activity.messages_per_topic or len(topic.messages), load)
+            if not topic.new_count and topic.group not in ("closed", "escalated"):
+                continue
+        kept.append(topic)
     return DigestContent(activity.since, activity.until, kept)
+
+
+def _without(
+    topic: DigestTopic, sent: set[int], limit: int, load: Callable[[list[int]], Mapping[int, DigestMessage]] | None
+) -> DigestTopic:
+    """``topic`` without the messages in ``sent``; the newest ``limit`` of the others shown."""
+    left = tuple(pk for pk in topic.message_pks if pk not in sent)
+    wanted = left[:limit]
+    known = {m.pk: m for m in topic.messages}
+    missing = [pk for pk in wanted if pk not in known]
+    if missing and load is not None:
+        known.update(load(missing))
+    messages = [known[pk] for pk in reversed(wanted) if pk in known]
+    return replace(topic, new_count=len(left), messages=messages, message_pks=left)

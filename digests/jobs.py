@@ -26,7 +26,7 @@ from passerelle.db import session_scope
 from passerelle.models import DigestRun, InboundMessage, MailingList, Subscription
 
 from .compose import Recipient, build_digest
-from .content import Activity, collect_activity, for_member, muted_for
+from .content import Activity, collect_activity, delivered_for, digest_messages, for_member, muted_for
 from .periods import Period, due_periods, weekday_index, zone_for
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,9 @@ def _do_period(
             content = for_member(
                 activity, muted_topics=muted_topics, followed_topics=followed_topics,
                 muted_categories=muted_categories,
+                # Followed topics and categories reached the member at once: not twice (digests.content).
+                delivered=delivered_for(session, activity, sub.member.email),
+                load=lambda pks: digest_messages(session, pks),
             )
             run = DigestRun(
                 subscription_id=sub.id, period=period.kind, period_key=period.key, since=period.since,

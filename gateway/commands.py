@@ -178,6 +178,11 @@ def _member_by_email(session: Session, email: str) -> Member | None:
     return session.scalar(select(Member).where(Member.email == email.strip().lower())) if email else None
 
 
+def _title(mailing_list: MailingList) -> str:
+    """How a sentence names the list: its title ("Forum du réseau transfrontalier"), not its address word."""
+    return mailing_list.title or mailing_list.name
+
+
 def _mode_name(mode: str, language: str) -> str:
     return phrase(f"mode.{mode}", language)
 
@@ -243,9 +248,10 @@ def _send_results(
     help_text = _help_text(ex) if with_help else ""
     subject, body = render(
         "command_reply", ex.language, list=ml.name, list_title=ml.title or ml.name,
-        subject=normalize_subject(subject_hint)[:150] or "-",
+        # A request without a subject (a bare "help" in the body) is answered "Re: Your request", never "Re: -".
+        subject=normalize_subject(subject_hint)[:150] or phrase("subject.request", ex.language),
         who=(ex.member.name if ex.member and ex.member.name else ex.name) or ex.email,
-        results="\n\n".join(f"- {r}" for r in ex.results) if ex.results else "-",
+        results=_results_text(ex),
         help=help_text, request=request_address(ex.settings, ml),
     )
     body = re.sub(r"\n{3,}", "\n\n", body)
@@ -253,6 +259,14 @@ def _send_results(
         ex.session, ex.settings, ml, to=ex.email, subject=subject, body=body, now=ex.now, kind="notice",
         in_reply_to=in_reply_to or None, references=tuple(references), dedupe_key=dedupe_key,
     )
+
+
+def _results_text(ex: Exec) -> str:
+    """"Here is what was done:" and one bullet per result; a reply that only brings the help says so instead
+    of announcing results and showing an empty bullet."""
+    if not ex.results:
+        return phrase("reply.help_only", ex.language)
+    return phrase("reply.done_intro", ex.language) + "\n\n" + "\n\n".join(f"- {r}" for r in ex.results)
 
 
 def _help_text(ex: Exec) -> str:
@@ -297,7 +311,7 @@ def _topic_by_number(ex: Exec, number: int | None) -> Topic | None:
         return None
     topic = ex.session.get(Topic, number)
     if topic is None or topic.list_id != ex.mailing_list.id:
-        ex.say("topic.unknown", id=number, list=ex.mailing_list.name)
+        ex.say("topic.unknown", id=number, list=_title(ex.mailing_list))
         return None
     return _final_topic(ex.session, topic)
 
@@ -343,10 +357,13 @@ def _address_parts(local: str, list_name: str) -> tuple[str, str]:
     return "command", word
 
 
-def _sender_language(ctx: MailContext, guessed: str | None = None) -> str:
+def _sender_language(ctx: MailContext) -> str:
+    """The member's language, else the list's. Not the language of the command word: "subscribe" is also
+    the French list's documented word (its List-Subscribe header says so), and a stranger of a French list
+    answered in English because they typed it would get a confirmation they may not read."""
     if ctx.sender is not None and ctx.sender.language:
         return ctx.sender.language
-    return guessed or ctx.mailing_list.language or ctx.settings.site.default_language
+    return ctx.mailing_list.language or ctx.settings.site.default_language
 
 
 def handle_request_mail(ctx: MailContext) -> str:
@@ -393,7 +410,7 @@ def handle_request_mail(ctx: MailContext) -> str:
         scan = scan_request(parsed.normalized_subject or "", new_text)
     ex = Exec(
         session=ctx.session, settings=ctx.settings, now=ctx.now, mailing_list=ctx.mailing_list, email=email,
-        member=ctx.sender, language=_sender_language(ctx, scan.language if scan else None), via="mail",
+        member=ctx.sender, language=_sender_language(ctx), via="mail",
         name=parsed.from_name or "", replied_to=refs,
     )
     reply_kwargs: dict[str, Any] = {
@@ -430,17 +447,29 @@ def handle_request_mail(ctx: MailContext) -> str:
         assert scan is not None
         commands, unknown, truncated = scan.commands, scan.unknown, scan.truncated
 
+    # "#close 11 solved" sent here: topic commands work in a reply to the topic, not at -request. Say where they
+    # go (with the help, which lists them for moderators) instead of "no command found, 1 line not understood".
+    topic_lines = [line for line in unknown if line.lstrip().startswith("#")]
+    unknown = [line for line in unknown if line not in topic_lines]
     with_help = False
+    if topic_lines:
+        ex.say("request.topic_commands", line=_quote(topic_lines[0], 40),
+               post=ctx.settings.list_address(ctx.mailing_list.name), request=request_address(ctx.settings,
+                                                                                             ctx.mailing_list))
     if not commands:
-        ex.say("no_command")
+        if not topic_lines:
+            ex.say("no_command")
         with_help = True
     else:
-        with_help = run_member_commands(ex, commands, ctx=ctx)
+        with_help = run_member_commands(ex, commands, ctx=ctx) or bool(topic_lines)
+    # Everything done is "a confirmation request was sent": that mail is the answer, one mail and not two. The
+    # lines around the command ("Bonjour, je souhaite m'abonner.") are the usual politeness, not errors.
+    confirmation_only = ex.only_asked_confirmation and not with_help
     if unknown:
         ex.say("unknown_lines", count=len(unknown), line=_quote(unknown[0]))
     if truncated:
         ex.say("truncated")
-    if not (ex.only_asked_confirmation and not with_help):
+    if not confirmation_only:
         _send_results(ex, with_help=with_help, **reply_kwargs)
     return ("commands: " + ", ".join(c.name for c in commands))[:500] if commands else "no command found"
 
@@ -473,14 +502,14 @@ def run_member_commands(ex: Exec, commands: Sequence[Command], *, proven: Proof 
             continue
         handler(ex, cmd)
     if deferred:
-        _ask_confirmation(ex, deferred, scope="member", detail=proven.detail if proven else "")
+        _ask_confirmation(ex, deferred, scope="member", detail=proven.detail if proven is not None else "")
     return want_help
 
 
 def _need_subscription(ex: Exec) -> Subscription | None:
     sub = _subscription(ex.session, ex.mailing_list, ex.member)
     if sub is None or sub.status in ("unsubscribed", "pending"):
-        ex.say("not_subscribed", email=ex.email, list=ex.mailing_list.name,
+        ex.say("not_subscribed", email=ex.email, list=_title(ex.mailing_list),
                request=request_address(ex.settings, ex.mailing_list))
         return None
     return sub
@@ -489,7 +518,7 @@ def _need_subscription(ex: Exec) -> Subscription | None:
 def _cmd_subscribe(ex: Exec, cmd: Command) -> None:
     sub = _subscription(ex.session, ex.mailing_list, ex.member)
     if sub is not None and sub.status == "active":
-        ex.say("sub.already", list=ex.mailing_list.name, mode=_mode_name(sub.delivery_mode, ex.language))
+        ex.say("sub.already", list=_title(ex.mailing_list), mode=_mode_name(sub.delivery_mode, ex.language))
         return
     pending = ex.session.scalar(
         select(PendingConfirmation).where(
@@ -521,19 +550,19 @@ def _cmd_subscribe(ex: Exec, cmd: Command) -> None:
         message_id=f"confirm-{pending.token}.{window}@{ex.settings.lists.domain}",
         dedupe_key=f"confirm:{pending.token}:{window}",
     )
-    ex.say("sub.confirm_sent", email=ex.email, list=ml.name)
+    ex.say("sub.confirm_sent", email=ex.email, list=_title(ml))
 
 
 def _cmd_unsubscribe(ex: Exec, cmd: Command) -> None:
     sub = _subscription(ex.session, ex.mailing_list, ex.member)
     if sub is None or sub.status in ("unsubscribed", "pending"):
-        ex.say("unsub.not_member", email=ex.email, list=ex.mailing_list.name)
+        ex.say("unsub.not_member", email=ex.email, list=_title(ex.mailing_list))
         return
     sub.status = "unsubscribed"
     sub.updated_at = ex.now
     ex.session.flush()
     log.info("%s unsubscribed from %s by mail (%s)", ex.email, ex.mailing_list.name, ex.via)
-    ex.say("unsub.done", list=ex.mailing_list.name, request=request_address(ex.settings, ex.mailing_list))
+    ex.say("unsub.done", list=_title(ex.mailing_list), request=request_address(ex.settings, ex.mailing_list))
 
 
 def _cmd_mode(ex: Exec, cmd: Command) -> None:
@@ -542,12 +571,12 @@ def _cmd_mode(ex: Exec, cmd: Command) -> None:
         return
     mode = cmd.name
     if sub.delivery_mode == mode:
-        ex.say("mode.same", list=ex.mailing_list.name, mode=_mode_name(mode, ex.language))
+        ex.say("mode.same", list=_title(ex.mailing_list), mode=_mode_name(mode, ex.language))
     else:
         sub.delivery_mode = mode
         sub.updated_at = ex.now
         ex.session.flush()
-        ex.say("mode.done", list=ex.mailing_list.name, mode=_mode_name(mode, ex.language))
+        ex.say("mode.done", list=_title(ex.mailing_list), mode=_mode_name(mode, ex.language))
     if sub.status == "disabled":
         ex.say("mode.disabled_note")
 
@@ -561,10 +590,10 @@ def _cmd_enable(ex: Exec, cmd: Command) -> None:
     try:
         was_disabled = reenable_delivery(ex.session, sub, ex.now)
     except ReenableError:
-        ex.say("not_subscribed", email=ex.email, list=ex.mailing_list.name,
+        ex.say("not_subscribed", email=ex.email, list=_title(ex.mailing_list),
                request=request_address(ex.settings, ex.mailing_list))
         return
-    ex.say("enable.done" if was_disabled else "enable.already", list=ex.mailing_list.name)
+    ex.say("enable.done" if was_disabled else "enable.already", list=_title(ex.mailing_list))
 
 
 def _follow_topic(ex: Exec, cmd: Command) -> Topic | None:
@@ -582,7 +611,7 @@ def _follow_topic(ex: Exec, cmd: Command) -> Topic | None:
 def _cmd_follow(ex: Exec, cmd: Command) -> None:
     if ex.member is None or _need_subscription(ex) is None:
         if ex.member is None:
-            ex.say("not_subscribed", email=ex.email, list=ex.mailing_list.name,
+            ex.say("not_subscribed", email=ex.email, list=_title(ex.mailing_list),
                    request=request_address(ex.settings, ex.mailing_list))
         return
     topic = _follow_topic(ex, cmd)
@@ -652,7 +681,9 @@ def _ask_confirmation(ex: Exec, commands: Sequence[Command], *, scope: str, deta
         topic_line = phrase("confirm.topic_line", ex.language, id=ex.topic.id, subject=_quote(ex.topic.subject, 70))
     subject, body = render(
         "confirm_commands", ex.language, list=ml.name, list_title=ml.title or ml.name, email=ex.email,
-        commands="\n".join(f"    {c.line}" for c in commands), topic=topic_line, detail=detail or "-",
+        commands="\n".join(f"    {c.line}" for c in commands), topic=topic_line,
+        # Why the message does not prove its sender, in the reader's language; the checker's own words after.
+        detail=phrase("confirm.unproven", ex.language, detail=detail or "-"),
         link=confirm_url(ex.settings, pending.token), reply_address=confirm_address(ex.settings, ml, pending.token),
         token=pending.token, expires=pending.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
     )
@@ -684,10 +715,10 @@ def describe_token(session: Session, settings: Settings, token: str, *, now: dat
         return ConfirmResult(False, "expired", pending.kind, phrase("confirm.expired", lang), lang, name,
                              pending.email)
     if pending.kind == "subscribe":
-        message = phrase("confirm.describe_subscribe", lang, email=pending.email, list=name)
+        message = phrase("confirm.describe_subscribe", lang, email=pending.email, list=_title(ml) if ml else name)
         return ConfirmResult(True, "valid", pending.kind, message, lang, name, pending.email)
     lines = tuple(str(c.get("line", "")) for c in pending.payload.get("commands", ()))
-    message = phrase("confirm.describe_commands", lang, email=pending.email, list=name)
+    message = phrase("confirm.describe_commands", lang, email=pending.email, list=_title(ml) if ml else name)
     return ConfirmResult(True, "valid", pending.kind, message, lang, name, pending.email, lines)
 
 
@@ -760,7 +791,7 @@ def _confirm_subscription(session: Session, settings: Settings, pending: Pending
         sub.updated_at = now
     session.flush()
     log.info("%s subscribed to %s (confirmed)", member.email, ml.name)
-    message = phrase("confirm.subscribed", lang, email=member.email, list=ml.name)
+    message = phrase("confirm.subscribed", lang, email=member.email, list=_title(ml))
     if send_mail:
         subject, body = render(
             "welcome", lang, list=ml.name, list_title=ml.title or ml.name, who=member.name or member.email,
@@ -787,7 +818,7 @@ def _confirm_commands(session: Session, settings: Settings, pending: PendingConf
     if payload.get("scope") == "moderator":
         sub = _subscription(session, ml, member)
         if sub is None or not sub.is_moderator or sub.status not in MODERATING_STATUSES:
-            ex.say("mod.not_moderator", list=ml.name, commands=", ".join(c.line for c in commands))
+            ex.say("mod.not_moderator", list=_title(ml), commands=", ".join(c.line for c in commands))
         elif topic is None:
             ex.say("mod.no_topic", command=", ".join(c.line for c in commands))
         else:
@@ -890,7 +921,7 @@ def _run_post_commands(ctx: MailContext, topic: Topic | None, *, member_cmds: Se
             _cmd_follow(ex, cmd)
     if mod_cmds and not is_mod:
         # Left in the post: for a member these lines are text (and a member cannot close topics).
-        ex.say("mod.not_moderator", list=ctx.mailing_list.name,
+        ex.say("mod.not_moderator_post", list=_title(ctx.mailing_list),
                commands=", ".join(_quote(c.line, 40) for c in mod_cmds))
     elif is_mod:
         for line in unknown_lines:
@@ -902,7 +933,7 @@ def _run_post_commands(ctx: MailContext, topic: Topic | None, *, member_cmds: Se
         elif mod_cmds:
             # The confirmation request says it all: no second mail unless something else happened. Confirmed,
             # the commands apply to ex.topic (for the first mail of a topic: the topic it created).
-            _ask_confirmation(ex, mod_cmds, scope="moderator", detail=proof.detail if proof else "",
+            _ask_confirmation(ex, mod_cmds, scope="moderator", detail=proof.detail if proof is not None else "",
                               announce=bool(ex.results))
     if ex.results:
         _send_results(ex, subject_hint=parsed.subject or "", in_reply_to=parsed.message_id or None,
@@ -912,9 +943,21 @@ def _run_post_commands(ctx: MailContext, topic: Topic | None, *, member_cmds: Se
 # ============================================================================================== topic commands
 
 
+# The order in which the commands of one mail run, whatever their order in the mail (stable within a phase):
+# a #reopen first (the other commands are meant for the reopened topic), then tags, category, escalation,
+# split; then #close and #merge (an escalation written in the same mail is therefore in the register when
+# "#close solved" resolves it); #sheet last, so that the sheet it pre-fills sees the tags, level and outcome
+# the same mail sets.
+_PHASES = {"reopen": 0, "close": 2, "merge": 2, "sheet": 3}
+
+
 def run_topic_commands(ex: Exec, commands: Sequence[Command]) -> None:
-    """Moderators' commands on ``ex.topic``, in order; one ModerationAction and one result line each."""
-    for cmd in commands:
+    """Moderators' commands on ``ex.topic`` (in the order of :data:`_PHASES`); one ModerationAction and one
+    result line each."""
+    for cmd in sorted(commands, key=lambda c: _PHASES.get(c.name, 1)):
+        if cmd.name == "sheet" and ex.topic is not None:
+            # A #merge of the same mail moved the messages: the sheet is made from the topic they are in.
+            ex.topic = _final_topic(ex.session, ex.topic)
         if cmd.error:
             ex.say(cmd.error, arg=cmd.error_arg)
             continue
@@ -1000,6 +1043,13 @@ def _cmd_close(ex: Exec, cmd: Command) -> None:
         ex.say("close.done", id=topic.id, outcome=phrase(f"outcome.{outcome}", ex.language))
     else:
         ex.say("close.no_outcome", id=topic.id)
+    # A solved obstacle is no longer waiting at the national or European level: its open escalations are
+    # marked resolved, with a note in the register (passerelle.escalations.resolve_on_close).
+    from passerelle.escalations import resolve_on_close
+
+    for esc in resolve_on_close(ex.session, topic, actor=ex.member, now=ex.now, via=ex.via[:16],
+                                language=ex.mailing_list.language or ex.language):
+        ex.say("close.escalation_resolved", id=topic.id, level=phrase(f"level.{esc.level}", ex.language))
 
 
 def _refresh(session: Session, topic: Topic) -> None:
@@ -1040,6 +1090,13 @@ def _cmd_escalate(ex: Exec, cmd: Command) -> None:
     topic = _t(ex)
     level = str(cmd.params["level"])
     note = str(cmd.params.get("note") or "")
+    from passerelle.escalations import is_solved
+
+    if is_solved(topic):
+        # Refused rather than reopening silently: the register would list a solved topic as an open
+        # obstacle (passerelle.escalations.SolvedTopicError is the web's equivalent).
+        ex.say("escalate.solved", id=topic.id)
+        return
     current = ex.session.scalar(
         select(Escalation).where(Escalation.topic_id == topic.id, Escalation.level == level,
                                  Escalation.state.in_(("escalated", "acknowledged", "in-progress")))
@@ -1166,10 +1223,21 @@ def _cmd_sheet(ex: Exec, cmd: Command) -> None:
             raise
         ex.say("sheet.unavailable")
         return
+    kind_name = phrase(f"sheet.{kind}", ex.language)
+    existing = sheets.find_sheet(ex.session, topic, kind)
+    if existing is not None:
+        # A command sent twice, or by a second moderator: the topic keeps its one sheet of that kind, and
+        # the answer points at it with its real status (it may be published by now), nothing is logged.
+        ex.say("sheet.exists", id=topic.id, kind=kind_name, sheet=existing.id,
+               status=phrase(f"sheet.status.{existing.status}", ex.language), url=_sheet_url(ex.settings, existing.id))
+        return
     sheet = sheets.create_sheet_from_topic(ex.session, ex.settings, topic, kind, ex.member, now=ex.now)
-    ex.log_action("sheet", f"{kind} sheet #{getattr(sheet, 'id', '?')}")
-    ex.say("sheet.done", id=topic.id, kind=phrase(f"sheet.{kind}", ex.language), sheet=getattr(sheet, "id", "?"),
-           url=f"{ex.settings.site.base_url.rstrip('/')}/sheets/{getattr(sheet, 'id', '')}")
+    ex.log_action("sheet", f"{kind} sheet #{sheet.id}")
+    ex.say("sheet.done", id=topic.id, kind=kind_name, sheet=sheet.id, url=_sheet_url(ex.settings, sheet.id))
+
+
+def _sheet_url(settings: Settings, sheet_id: int) -> str:
+    return f"{settings.site.base_url.rstrip('/')}/sheets/{sheet_id}"
 
 
 def _cmd_topic_follow(ex: Exec, cmd: Command) -> None:

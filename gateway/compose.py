@@ -9,8 +9,9 @@ every member's mail client threads it like the archive does), plus the list head
   required by the large mailbox providers for bulk senders);
 * X-Loop and Precedence: list, so that our own copies coming back are recognised and vacation programs
   keep quiet (RFC 3834 2.);
-* and, when the author's domain publishes a DMARC p=reject/quarantine policy, From rewritten to the list
-  ("Author via Forum" <forum@domain>) with Reply-To as configured.
+* when the author's domain publishes a DMARC p=reject/quarantine policy, From rewritten to the list
+  ("Author via Forum" <forum@domain>);
+* Reply-To (and Cc) as ``lists.reply_to`` says: by default the list, so that "Reply" answers in the forum.
 
 Headers of the original that would mislead are removed: a previous list's List-* headers, Return-Path and
 Delivered-To (Postfix refuses a message whose Delivered-To names the final recipient: "mail forwarding
@@ -22,13 +23,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email import message_from_bytes
 from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import getaddresses
+from typing import Required, TypedDict, Unpack
 from urllib.parse import quote
 
 from passerelle.config import Settings
-from passerelle.mail.headers import decode_header_value
+from passerelle.mail.headers import decode_bytes, decode_header_value, lookup_charset
 
 _HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
@@ -160,6 +164,64 @@ def _text_body(text: str) -> tuple[list[tuple[str, bytes]], bytes]:
     return split_message(part.as_bytes(policy=email_policy.SMTP))
 
 
+# The MIME fields of an original whose body is given a charset label (see _labelled_utf8_body).
+_RELABELLED = frozenset({"mime-version", "content-type", "content-transfer-encoding"})
+# RFC 5322 2.1.1 / RFC 2045 2.8: 8bit data has lines of at most 998 octets and no NUL.
+_MAX_8BIT_LINE = 998
+
+
+def _labelled_utf8_body(headers: Sequence[tuple[str, bytes]], body: bytes) -> tuple[bytes, bytes] | None:
+    """The MIME fields and body (joined by the empty line) of a copy whose text the original did not label:
+    a single text/plain body with 8-bit characters and no Content-Type, or one declaring us-ascii. RFC 2045
+    5.2 makes such a body us-ascii, so mail programs show its accents as garbage; the copy carries the text
+    the archive decoded (passerelle.mail.headers.decode_bytes: UTF-8, else windows-1252/latin-1), in UTF-8,
+    labelled so. Returns (8bit version, quoted-printable version): the first for a relay that announced
+    8BITMIME (RFC 6152; the bytes of a UTF-8 original are then unchanged, so its DKIM body hash still
+    verifies), the second for one that did not. None when the original needs nothing (labelled, ASCII, or
+    not a single text/plain part)."""
+    fields = [field for name, field in headers if name in ("content-type", "content-transfer-encoding")]
+    if not fields and body.isascii():
+        return None
+    # The header fields alone first: most mail is labelled or multipart, and is not parsed any further.
+    mime = message_from_bytes(b"".join(fields) + b"\r\n", policy=email_policy.compat32)
+    if mime.get_content_type() != "text/plain":
+        return None
+    label = mime.get_content_charset()
+    if label is not None and lookup_charset(label) != "ascii":
+        return None
+    cte = str(mime.get("content-transfer-encoding", "")).strip().lower()
+    if cte not in ("", "7bit", "8bit", "binary", "quoted-printable", "base64"):
+        return None
+    if cte in ("", "7bit", "8bit", "binary"):
+        if body.isascii():
+            return None
+        data: object = body
+    else:
+        data = message_from_bytes(b"".join(fields) + b"\r\n" + body, policy=email_policy.compat32).get_payload(
+            decode=True
+        )
+    if not isinstance(data, bytes) or data.isascii():
+        return None
+    text, _ = decode_bytes(data, label)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # RFC 3676 parameters, kept when they hold one of their defined values (nothing else is copied).
+    allowed = {"format": ("flowed", "fixed"), "delsp": ("yes", "no")}
+    params = {
+        name: value for name, values in allowed.items()
+        if (value := str(mime.get_param(name) or "").strip().lower()) in values
+    }
+    qp = EmailMessage()
+    qp.set_content(text, cte="quoted-printable", params=params)
+    qp_fields, qp_body = split_message(qp.as_bytes(policy=email_policy.SMTP))
+    seven_bit = b"".join(field for _, field in qp_fields) + b"\r\n" + qp_body
+    utf8 = text.replace("\n", "\r\n").encode("utf-8")
+    if "\x00" in text or any(len(line) > _MAX_8BIT_LINE for line in utf8.split(b"\r\n")):
+        return seven_bit, seven_bit
+    ctype = "text/plain; charset=utf-8" + "".join(f"; {name}={value}" for name, value in params.items())
+    fields = f"MIME-Version: 1.0\r\nContent-Type: {ctype}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    return fields.encode("ascii") + utf8, seven_bit
+
+
 @dataclass(frozen=True)
 class CopyTemplate:
     """One post's copy for every member of a list, but for the one field that differs per member: its
@@ -168,37 +230,33 @@ class CopyTemplate:
     head: bytes
     tail: bytes
     request: str
+    # The tail for a relay that did not announce 8BITMIME (RFC 6152), when the copy's own 8-bit body has a
+    # 7-bit form (see _labelled_utf8_body); None when ``tail`` is the only form.
+    tail_7bit: bytes | None = None
 
-    def render(self, unsubscribe_url: str) -> bytes:
-        """The bytes of the copy whose List-Unsubscribe carries ``unsubscribe_url``."""
+    def render(self, unsubscribe_url: str, *, eight_bit: bool = True) -> bytes:
+        """The bytes of the copy whose List-Unsubscribe carries ``unsubscribe_url``; with ``eight_bit``
+        False, its 7-bit form when it has one."""
         field = header_line("List-Unsubscribe", _unsubscribe_value(unsubscribe_url, self.request))
+        if not eight_bit and self.tail_7bit is not None:
+            return self.head + field + self.tail_7bit
         return self.head + field + self.tail
 
 
-def build_post_copy(
-    settings: Settings,
-    raw: bytes,
-    info: CopyHeaders,
-    *,
-    author_name: str,
-    author_addr: str,
-    rewrite_from: bool,
-    add_message_id: bool = False,
-    replacement_text: str | None = None,
-    replacement_subject: str | None = None,
-) -> bytes:
-    """The bytes of one member's copy.
+class PostCopyOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`build_post_copy`: those of :func:`post_copy_template`."""
 
-    ``rewrite_from``: the author's domain has a strict DMARC policy. ``add_message_id``: the original had
-    no usable Message-ID and the archive assigned ``info.message_id``. ``replacement_text``: a moderator's mail
-    whose commands were removed: the copy carries that text as its single text/plain part, and
-    ``replacement_subject`` as its Subject.
-    """
-    template = post_copy_template(
-        settings, raw, info, author_name=author_name, author_addr=author_addr, rewrite_from=rewrite_from,
-        add_message_id=add_message_id, replacement_text=replacement_text, replacement_subject=replacement_subject,
-    )
-    return template.render(info.unsubscribe_url)
+    author_name: Required[str]
+    author_addr: Required[str]
+    rewrite_from: Required[bool]
+    add_message_id: bool
+    replacement_text: str | None
+    replacement_subject: str | None
+
+
+def build_post_copy(settings: Settings, raw: bytes, info: CopyHeaders, **options: Unpack[PostCopyOptions]) -> bytes:
+    """The bytes of one member's copy: :func:`post_copy_template` rendered with ``info.unsubscribe_url``."""
+    return post_copy_template(settings, raw, info, **options).render(info.unsubscribe_url)
 
 
 def post_copy_template(
@@ -213,12 +271,21 @@ def post_copy_template(
     replacement_text: str | None = None,
     replacement_subject: str | None = None,
 ) -> CopyTemplate:
-    """What :func:`build_post_copy` builds, for every recipient at once (``info.unsubscribe_url`` unused)."""
+    """One post's copy for every recipient of a list at once (``info.unsubscribe_url`` unused: each
+    recipient's link is given to :meth:`CopyTemplate.render`).
+
+    ``rewrite_from``: the author's domain has a strict DMARC policy. ``add_message_id``: the original had
+    no usable Message-ID and the archive assigned ``info.message_id``. ``replacement_text``: a moderator's mail
+    whose commands were removed: the copy carries that text as its single text/plain part, and
+    ``replacement_subject`` as its Subject.
+    """
     headers, body = split_message(raw)
     drop = set(_REMOVED)
     out: list[bytes] = []
-    if rewrite_from:
-        drop |= {"from", "reply-to"}
+    fields_replaced, reply_fields = _reply_fields(
+        settings, headers, info, author_name=author_name, author_addr=author_addr, rewrite_from=rewrite_from
+    )
+    drop |= fields_replaced
     prefix = settings.lists.subject_prefix.strip()
     subject_present = any(name == "subject" for name, _ in headers)
     if prefix or replacement_subject is not None:
@@ -228,6 +295,9 @@ def post_copy_template(
         out.append(header_line("Subject", f"{prefix} {replacement_subject}" if with_prefix else replacement_subject))
     if replacement_text is not None:
         drop |= _MIME_HEADERS
+    labelled = _labelled_utf8_body(headers, body) if replacement_text is None else None
+    if labelled is not None:
+        drop |= _RELABELLED
     if add_message_id:
         # The original had no usable Message-ID (none, or garbage): the archive's id replaces it.
         drop.add("message-id")
@@ -244,8 +314,7 @@ def post_copy_template(
         out.append(header_line("Subject", prefix))
     if add_message_id:
         out.append(header_line("Message-ID", f"<{info.message_id}>"))
-    if rewrite_from:
-        out.extend(_rewritten_from(settings, headers, info, author_name=author_name, author_addr=author_addr))
+    out.extend(reply_fields)
     head = b"".join(out)
     after: list[bytes] = []
     for name, value in list_headers(settings, info):
@@ -257,6 +326,12 @@ def post_copy_template(
     if replacement_text is not None:
         mime_headers, body = _text_body(replacement_text)
         after.extend(field for _, field in mime_headers)
+    if labelled is not None:
+        listed = b"".join(after)
+        return CopyTemplate(
+            head=head, tail=listed + labelled[0], request=f"{info.list_name}-request@{settings.lists.domain}",
+            tail_7bit=listed + labelled[1] if labelled[1] != labelled[0] else None,
+        )
     return CopyTemplate(
         head=head, tail=b"".join(after) + b"\r\n" + body, request=f"{info.list_name}-request@{settings.lists.domain}"
     )
@@ -270,39 +345,80 @@ def _prefixed_subject(field: bytes, prefix: str) -> bytes:
     return header_line("Subject", f"{prefix} {subject}")
 
 
-def _rewritten_from(
+def _field_value(field: bytes) -> str:
+    """The value of one folded header field as received (8-bit bytes kept as surrogates), unfolded."""
+    return " ".join(field.split(b":", 1)[1].decode("ascii", "surrogateescape").split())
+
+
+def _addresses_in(values: Sequence[str]) -> set[str]:
+    return {addr.lower() for _, addr in getaddresses([decode_header_value(v) for v in values]) if addr}
+
+
+def _address_field(name: str, kept: Sequence[str], added: Sequence[str]) -> bytes:
+    """One address field: the original's values as written (already RFC 2047-encoded, or raw UTF-8 as some
+    clients send them: only folding whitespace changes), then the ``added`` addresses, encoded."""
+    if not kept:
+        return header_line(name, ", ".join(added))
+    parts = [value.encode("ascii", "surrogateescape") for value in kept]
+    parts += [header_line(name, address)[len(name) + 2 :].rstrip(b"\r\n") for address in added]
+    return f"{name}: ".encode("ascii") + b", ".join(parts) + b"\r\n"
+
+
+def _reply_fields(
     settings: Settings,
     headers: Sequence[tuple[str, bytes]],
     info: CopyHeaders,
     *,
     author_name: str,
     author_addr: str,
-) -> list[bytes]:
+    rewrite_from: bool,
+) -> tuple[set[str], list[bytes]]:
+    """(fields of the original left out, fields added) that decide where a reply goes (``lists.reply_to``).
+
+    "list": Reply-To the list, so that "Reply" and "Reply all" both post to the forum: mail clients without
+    a "reply to list" command (Outlook) have no other way to answer in the discussion. An author's own
+    Reply-To (RFC 5322 3.6.2: where they want answers) is kept in front of it, as Mailman does. The author
+    stays reachable privately through From; when From is rewritten for DMARC, the author goes into Cc
+    (Mailman's munge_from with reply-to-list does the same), so "Reply all" reaches them too.
+    "author": replies go to the author: a plain copy keeps the original From/Reply-To untouched; a rewritten
+    one gets Reply-To the author (their own Reply-To if they set one).
+    "both": Reply-To the author (or their own Reply-To) and the list.
+    """
     list_addr = f"{info.list_name}@{settings.lists.domain}"
-    who = author_name or author_addr.split("@", 1)[0]
-    display = f"{who} via {info.list_title or info.list_name}"
-    lines = [header_line("From", _address(display, list_addr))]
-    original_reply_to = [field.split(b":", 1)[1].strip().decode("ascii", "surrogateescape")
-                         for name, field in headers if name == "reply-to"]
-    author = original_reply_to[0] if original_reply_to else _address(author_name, author_addr)
-    policy = settings.dmarc.reply_to
-    if policy == "list":
-        reply_to = list_addr
-    elif policy == "both":
-        reply_to = f"{author}, {list_addr}"
-    else:
-        reply_to = author
-    if original_reply_to and policy != "list":
-        # The author's own Reply-To is kept as written (already encoded); only folding whitespace changes.
-        lines.append(b"Reply-To: " + " ".join(reply_to.split()).encode("ascii", "surrogateescape") + b"\r\n")
-    else:
-        lines.append(header_line("Reply-To", reply_to))
-    return lines
+    author = _address(author_name, author_addr) if author_addr else ""
+    # RFC 5322 allows one Reply-To; a second one from a broken client is left out.
+    own = [value for value in (_field_value(f) for name, f in headers if name == "reply-to") if value][:1]
+    policy = settings.lists.reply_to
+    drop: set[str] = set()
+    lines: list[bytes] = []
+    if rewrite_from:
+        who = author_name or author_addr.split("@", 1)[0]
+        display = f"{who} via {info.list_title or info.list_name}"
+        drop.add("from")
+        lines.append(header_line("From", _address(display, list_addr)))
+    if policy == "author":
+        if rewrite_from and (own or author):
+            drop.add("reply-to")
+            lines.append(_address_field("Reply-To", own, [] if own else [author]))
+        return drop, lines
+    known = _addresses_in(own)
+    added = [author] if policy == "both" and not own and author else []
+    if list_addr.lower() not in known:
+        added.append(list_addr)
+    drop.add("reply-to")
+    lines.append(_address_field("Reply-To", own, added))
+    if policy == "list" and rewrite_from and author_addr and author_addr.lower() not in known:
+        cc = [value for value in (_field_value(f) for name, f in headers if name == "cc") if value]
+        if author_addr.lower() not in _addresses_in(cc):
+            drop.add("cc")
+            lines.append(_address_field("Cc", cc, [author]))
+    return drop, lines
 
 
 __all__ = [
     "CopyHeaders",
     "CopyTemplate",
+    "PostCopyOptions",
     "archive_urls",
     "build_post_copy",
     "header_line",

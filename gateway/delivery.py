@@ -5,6 +5,13 @@ and its own unsubscribe link, so recipients cannot share a transaction). The rel
 per row: 2xx sent; 4xx or a network failure retried with exponential backoff (RFC 5321 4.5.4.1 asks for
 retries spread over days); 5xx failed with the relay's words kept for operators. One bad recipient never
 blocks the others.
+
+A 5xx for the recipient (to RCPT TO, or to the DATA of that recipient's own transaction) is the same news a
+DSN would bring later: it is scored by gateway.bounce_score exactly as a DSN with those words would be
+(gateway.bounces.parse.relay_refusal), in the transaction that records the row, so a dead address is
+disabled after the same number of posts whichever way the refusal arrives. A 5xx to MAIL FROM refuses our
+return path, and a message the relay cannot carry is about the message: neither says anything of the
+member's mailbox, neither is scored. 4xx answers are retried, never scored (RFC 5321 4.2.1: transient).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from passerelle.db import session_scope
 from passerelle.mail.addresses import verp_encode
 from passerelle.models import InboundMessage, MailingList, Message, OutboxMessage
 
+from .bounce_score import record_bounce
+from .bounces.parse import relay_refusal
 from .claims import claim_ids, worker_identity
 from .compose import CopyHeaders, CopyTemplate, normalize_line_endings, post_copy_template
 from .dmarc import DmarcChecker
@@ -76,6 +85,12 @@ class _Outgoing:
     build_error: str = ""
     # (code, text) of the relay's answer; code 0 for a network failure.
     result: tuple[int, str] | None = None
+    list_id: int | None = None
+    # The SMTP command a 5xx answered when it was about this recipient: "RCPT" or "DATA" ("" otherwise:
+    # accepted, MAIL FROM refused, or a message the relay cannot carry). Only those refusals are bounces.
+    refused_at: str = ""
+    # The 7-bit form of ``data``, for a relay that did not announce 8BITMIME (CopyTemplate.tail_7bit).
+    data_7bit: bytes | None = None
 
 
 def unsubscribe_url(settings: Settings, list_name: str, recipient: str, *, now: datetime | None = None) -> str:
@@ -189,6 +204,7 @@ def _prepare(settings: Settings, batch: _Batch, *, now: datetime, dmarc: DmarcCh
             data=None,
             attempts=row.attempts,
             created_at=row.created_at,
+            list_id=row.list_id,
         )
         try:
             if row.kind == "post" and row.message_pk is not None:
@@ -225,7 +241,10 @@ def _prepare(settings: Settings, batch: _Batch, *, now: datetime, dmarc: DmarcCh
                         replacement_text=message.body_text if message.body_edited else None,
                         replacement_subject=message.subject if message.body_edited else None,
                     )
-                item.data = template.render(links(ml.name, row.recipient))
+                link = links(ml.name, row.recipient)
+                item.data = template.render(link)
+                if template.tail_7bit is not None:
+                    item.data_7bit = template.render(link, eight_bit=False)
             else:
                 payload = payloads.get(row.id)
                 if not payload:
@@ -319,23 +338,43 @@ def _reply_text(value: Any) -> str:
     return str(value)
 
 
+def _body_for(conn: smtplib.SMTP, item: _Outgoing) -> tuple[bytes, list[str]]:
+    """The bytes to send and the MAIL FROM parameters: RFC 6152 lets 8-bit data through only to a relay that
+    announced 8BITMIME, declared with BODY=8BITMIME; to one that did not, a copy whose body we labelled goes
+    in its quoted-printable form (other 8-bit originals go as they came, as before: their bytes are what
+    their DKIM signature covers)."""
+    assert item.data is not None
+    eight_bit_relay = conn.has_extn("8bitmime")
+    if item.data_7bit is not None and not eight_bit_relay:
+        return item.data_7bit, []
+    if eight_bit_relay and not item.data.isascii():
+        return item.data, ["BODY=8BITMIME"]
+    return item.data, []
+
+
 def _send_one(conn: smtplib.SMTP, item: _Outgoing) -> tuple[int, str]:
-    """(code, text) of the relay's final answer for this row; raises on connection failure."""
+    """(code, text) of the relay's final answer for this row (``item.refused_at`` set when it was the
+    recipient's refusal); raises on connection failure."""
     assert item.data is not None
     try:
-        refused = conn.sendmail(item.envelope_from, [item.recipient], item.data)
+        data, options = _body_for(conn, item)
+        refused = conn.sendmail(item.envelope_from, [item.recipient], data, options)
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()), (550, b"recipient refused"))
+        item.refused_at = "RCPT"
         return int(code), _reply_text(text)
     except smtplib.SMTPSenderRefused as exc:
         return int(exc.smtp_code), "sender refused: " + _reply_text(exc.smtp_error)
     except smtplib.SMTPDataError as exc:
+        # One recipient per transaction: a refusal of the data is the answer for this recipient's copy.
+        item.refused_at = "DATA"
         return int(exc.smtp_code), _reply_text(exc.smtp_error)
     except smtplib.SMTPNotSupportedError as exc:
         # e.g. an 8-bit or SMTPUTF8 message and a relay that does not announce the extension.
         return 554, f"relay does not support what the message needs: {exc}"
     if refused:
         code, text = next(iter(refused.values()))
+        item.refused_at = "RCPT"
         return int(code), _reply_text(text)
     return 250, "OK"
 
@@ -384,6 +423,7 @@ def _record(
     give_up = timedelta(hours=float(settings.relay.retry_for_hours))
     # Rows whose results set the same columns are written by one executemany (a batch is mostly "sent").
     writes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    bounced: list[_Outgoing] = []
     with session_scope(factory) as session:
         for item in items:
             values: dict[str, Any] = {"claimed_by": "", "claimed_at": None}
@@ -403,6 +443,8 @@ def _record(
                     stats.failed += 1
                     stats.note(f"#{item.row_id} {item.recipient}: {code} {text}")
                     log.warning("outbox #%s to %s refused by relay: %s %s", item.row_id, item.recipient, code, text)
+                    if item.refused_at and item.list_id is not None:
+                        bounced.append(item)
                 else:
                     error = f"{code} {text}" if code else text
                     if now - item.created_at >= give_up:
@@ -425,6 +467,33 @@ def _record(
             )
         for names, params in writes.items():
             session.execute(_record_statement(names), params)
+        if bounced:
+            _score_refusals(session, settings, bounced, now=now)
+
+
+def _score_refusals(session: Session, settings: Settings, items: list[_Outgoing], *, now: datetime) -> None:
+    """Feed the relay's permanent refusals of recipients to the bounce score (see the module docstring);
+    disabling delivery queues its notices in this same transaction."""
+    lists = {ml.id: ml for ml in session.scalars(
+        select(MailingList).where(MailingList.id.in_({i.list_id for i in items})))}
+    for item in items:
+        mailing_list = lists.get(item.list_id) if item.list_id is not None else None
+        if mailing_list is None or item.result is None:
+            continue
+        code, text = item.result
+        try:
+            # A savepoint: whatever goes wrong in scoring one refusal, the rows' results are still recorded
+            # (losing them would send every copy of the batch again).
+            with session.begin_nested():
+                bounce = relay_refusal(item.recipient, code, text, stage=item.refused_at, sender=item.envelope_from)
+                record_bounce(
+                    session, settings, mailing_list=mailing_list, address=bounce.address, hard=bounce.hard,
+                    now=now, status=bounce.status or "", reason=bounce.reason, diagnostic=bounce.diagnostic,
+                    action=bounce.action,
+                )
+        except Exception:
+            log.exception("outbox #%s to %s: the relay's refusal could not be scored as a bounce",
+                          item.row_id, item.recipient)
 
 
 _RECORDS: dict[tuple[str, ...], Any] = {}

@@ -141,7 +141,9 @@ def hold_message(ctx: MailContext, reason: str) -> HeldMessage:
         list_id=ml.id,
         sender=(parsed.from_addr or ctx.inbound.envelope_from or "")[:320],
         subject=_one_line(parsed.subject)[:500],
-        reason=reason,
+        # The English sentence for the moderation page; the notices below put a rule's Localised reason in
+        # each reader's language (gateway.templates.render).
+        reason=str(reason),
         token=new_token(),
         created_at=ctx.now,
         expires_at=ctx.now + timedelta(days=settings.moderation.hold_expiry_days),
@@ -285,7 +287,7 @@ def handle_decision_mail(ctx: MailContext, held: HeldMessage, new_text: str, lan
     if not is_moderator(ctx.session, ctx.mailing_list, ctx.sender):
         log.warning("decision on held #%s from %s, who is not a moderator of %s: refused", held.id,
                     ctx.parsed.from_addr, ctx.mailing_list.name)
-        return [phrase("held.not_moderator", language, list=ctx.mailing_list.name)]
+        return [phrase("held.not_moderator", language, list=ctx.mailing_list.title or ctx.mailing_list.name)]
     decision: Decision | None = parse_decision(new_text, ctx.parsed.normalized_subject)
     if decision is None:
         return [phrase("held.no_decision", language, address=decision_address(ctx.settings, ctx.mailing_list,

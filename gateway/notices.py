@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from email.utils import format_datetime
 
 from sqlalchemy import select
@@ -17,6 +18,12 @@ from sqlalchemy.orm import Session
 
 from passerelle.config import Settings
 from passerelle.models import MailingList, OutboxMessage
+
+# Header folding of our notices. With the default 78-column limit, Python's folder moves a whole Subject of
+# 70-77 characters to a continuation line ("Subject:" then CRLF SP "[forum] Merci de confirmer..."), which
+# readers unfold to a subject starting with two spaces. RFC 5322 2.1.1 allows 998 characters per line (78 is
+# a SHOULD), so our headers are written unfolded. Bodies are encoded before this policy applies.
+HEADER_POLICY = default_policy.clone(max_line_length=998)
 
 
 def new_message_id(settings: Settings, kind: str = "notice") -> str:
@@ -66,6 +73,7 @@ def build_notice(
     msg.set_content(body)
     if html is not None:
         msg.add_alternative(html, subtype="html")
+    msg.policy = HEADER_POLICY
     return msg
 
 

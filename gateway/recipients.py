@@ -89,7 +89,8 @@ def list_names(session: Session) -> list[str]:
 # Who gets an instant copy of a post, as SQL run by the database (no recipient travels through Python, no
 # query per member): active subscriptions in instant mode, minus members who muted the topic, minus those
 # who muted the topic's category unless they follow the topic itself; plus digest-mode members who follow
-# the topic or its category (they asked to hear about it at once). "nomail" members get nothing. A member
+# the topic or its category (they asked to hear about it at once; their digest then leaves out what these
+# rows sent, digests.content.delivered_for). "nomail" members get nothing. A member
 # has one subscription per list, so every address comes once. Plain SQL that SQLite and PostgreSQL share;
 # built once, so nothing is compiled per message.
 _FROM_RECIPIENTS = (

@@ -133,7 +133,7 @@ class GatewayService:
         worker_id = worker_identity("worker")
         processed = process_pending(
             self.settings, self.factory, now=self.clock(), resolver=self.resolver, worker_id=worker_id,
-            gate=self.gate.background, limit=WORKER_PASS_ROWS,
+            gate=self.gate.background, yield_to=self.gate.spool_waiting, limit=WORKER_PASS_ROWS,
         )
         if processed:
             self.wake_delivery()

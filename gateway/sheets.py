@@ -5,14 +5,18 @@ calls :func:`create_sheet_from_topic`) or from the web archive (archive_web.shee
 draft pre-filled from the topic:
 
 * title: the topic's subject without reply prefixes;
-* countries and border: from the organisations of the people who took part;
+* countries and border: the border of the topic author's organisation (the author describes the obstacle),
+  else from the organisations of the people who took part;
 * category: the topic's category;
-* obstacle: what the first message says (its own words: quotes and signature trimmed);
-* solution: the closing messages — the last messages before the topic was closed — trimmed the same way
-  (passerelle.mail.quotes.split_reply), each introduced by its author;
+* obstacle: what the first message says (its own words: quotes, command lines, salutation, sign-off and
+  signature trimmed);
+* solution: the last substantive answers before the topic was closed — by others than the topic's author
+  when there are some, never the courtesy messages ("Merci à tous, je classe ce sujet."), always the one
+  the closing message replies to — trimmed the same way (passerelle.mail.quotes.split_reply), each
+  introduced by its author;
 * legal references: the laws, articles, directives and regulations the messages name;
 * contacts: the participants and their organisations (never their addresses: a sheet may be public);
-* competent level and solution status: from the topic's escalation and outcome.
+* competent level and solution status: from the topic's escalation (open, else resolved) and outcome.
 
 Every save is a :class:`SheetVersion`; ``Sheet.data`` is a copy of the newest version's fields. This module
 knows nothing of the web: validation returns error codes that the web archive translates.
@@ -34,7 +38,16 @@ from sqlalchemy.orm import Session, undefer
 from passerelle.config import Settings
 from passerelle.mail.quotes import split_reply
 from passerelle.mail.subject import normalize_subject
-from passerelle.models import Member, Message, ModerationAction, Organisation, Sheet, SheetVersion, Topic
+from passerelle.models import (
+    Escalation,
+    Member,
+    Message,
+    ModerationAction,
+    Organisation,
+    Sheet,
+    SheetVersion,
+    Topic,
+)
 from passerelle.models.sheet import KINDS, LEVELS, STATUSES
 from passerelle.overview import spreadsheet_safe
 
@@ -136,6 +149,126 @@ def _trimmed(message: Message) -> str:
     return own.strip()
 
 
+# Salutations that open a message and sign-offs that close it, as people write them on the network's
+# borders (FR, DE, IT, ES, EN). A sheet quotes what was said about the obstacle, not how people greet.
+_GREETING_RE = re.compile(
+    r"""^(?:bonjour|bonsoir|salut|coucou|madame|monsieur|mesdames|messieurs|ch[eè]re?s?|hallo|hello|hi|hey|dear
+      |guten\s+(?:tag|morgen|abend)|liebe[rs]?|sehr\s+geehrte[rn]?|servus|gr[üu]ezi|gr[üu]ß\s+gott|moin
+      |buongiorno|buonasera|salve|ciao|gentil[ei]|egregi[oa]|car[eiao]|hola|buen[oa]s\s+(?:d[ií]as|tardes)
+      |estimad[oa]s?|good\s+(?:morning|afternoon|evening)|greetings)\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_SIGN_OFF_RE = re.compile(
+    r"""^(?:(?:bien\s+|tr[eè]s\s+)?cordialement|bien\s+[àa]\s+(?:vous|toi|tous)|(?:meilleures\s+|sinc[eè]res\s+)?salutations
+      |amicalement|bonne\s+(?:journ[ée]e|soir[ée]e|fin\s+de\s+journ[ée]e|continuation)|belle\s+journ[ée]e|[àa]\s+bient[ôo]t
+      |merci(?:\s+d['’]avance|\s+par\s+avance|\s+beaucoup)?
+      |(?:mit\s+)?(?:freundlichen|besten|herzlichen|vielen|lieben|sch[öo]nen)\s+gr[üu](?:ß|ss)en
+      |(?:viele|beste|liebe|herzliche|freundliche|sch[öo]ne)\s+gr[üu](?:ß|ss)e|gr[üu](?:ß|ss)e|gru(?:ß|ss)|mfg|lg|vg
+      |(?:cordiali|distinti|cari)\s+saluti|saluti|un\s+saluto|cordialmente|a\s+presto
+      |saludos(?:\s+cordiales)?|un\s+(?:cordial\s+)?saludo|atentamente|un\s+abrazo
+      |(?:best|kind|warm)\s+regards|regards|best\s+wishes|best(?=\s*,?\s*$)|cheers|thanks|thank\s+you|many\s+thanks|sincerely
+      |yours(?:\s+sincerely|\s+truly)?)\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Sentences that thank, close the topic or take leave: a reply made only of them is no answer.
+_COURTESY_RE = re.compile(
+    r"""^(?:un\s+)?(?:grand\s+|tout\s+)?merci|^(?:many\s+)?thanks?\b|^thank\s+you|^(?:vielen\s+|herzlichen\s+|besten\s+)?dank
+      |^(?:mille\s+)?grazie|^(?:muchas\s+)?gracias
+      |\b(?:je|nous)\s+(?:classe|clos|cl[ôo]ture|ferme|classons|cl[ôo]turons|fermons)\b
+      |\b(?:ce|le)\s+sujet\s+(?:est\s+)?(?:clos|class[ée]|r[ée]solu|ferm[ée])
+      |\b(?:i['’]?m|i\s+am|we\s+are|we['’]re)\s+closing\b|\bclos(?:e|ing)\s+(?:this|the)\s+(?:topic|thread)\b
+      |\b(?:ich|wir)\s+schlie(?:ß|ss)en?\b|\bthema\s+(?:ist\s+)?(?:geschlossen|erledigt)
+      |\bchiud(?:o|iamo)\b|\bargomento\s+chiuso|\bcierr(?:o|amos)\b|\btema\s+cerrado
+      |^bonne\s+(?:journ[ée]e|soir[ée]e|continuation|fin)|^belle\s+journ[ée]e|^[àa]\s+bient[ôo]t|^bon\s+week
+      |^je\s+reste\s+[àa]|^n['’]h[ée]sitez|^sch[öo]nen\s+(?:tag|abend)|^buona\s+(?:giornata|serata)|^buen\s+d[ií]a
+      |^have\s+a\s+(?:nice|good|great)|^feel\s+free|^(?:viele\s+|liebe\s+|beste\s+)?gr[üu](?:ß|ss)e|^saluti|^saludos
+      |^(?:best\s+|kind\s+)?regards|^(?:bien\s+)?cordialement""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# A reply whose substance, courtesy sentences set aside, is shorter than this is a courtesy message.
+COURTESY_MAX_CHARS = 40
+
+
+_THANKS_RE = re.compile(r"^(?:merci|thanks|thank\s+you|many\s+thanks|danke|grazie|gracias)\b", re.IGNORECASE)
+# What may follow a "thanks" that signs a message off ("Merci à tous !"); "Merci de vérifier." is a request.
+_THANKS_TAIL_RE = re.compile(
+    r"^[\s,.!]*(?:(?:[àa]\s+(?:tous|toutes|vous|tutti|todos))|everyone|all|euch|allen|d['’]avance|par\s+avance"
+    r"|beaucoup|in\s+advance|im\s+voraus|in\s+anticipo|de\s+antemano)?[\s,.!]*$",
+    re.IGNORECASE,
+)
+
+
+def _is_sign_off(line: str) -> bool:
+    """A valediction line ("Bien cordialement,", "Viele Grüße", "Un saludo", "Merci à tous !"), not a sentence
+    that happens to start with one of its words ("Regards croisés :", "Merci de vérifier.")."""
+    match = _SIGN_OFF_RE.match(line)
+    if match is None or len(line.split()) > 5 or line.endswith((":", "?", ";")):
+        return False
+    thanks = _THANKS_RE.match(line)
+    return thanks is None or bool(_THANKS_TAIL_RE.match(line[thanks.end():]))
+
+
+def _name_words(message: Message) -> set[str]:
+    """The author's first and last names (and organisation name words), lower-cased, to recognise a
+    signature block ("Jordi Puig / GECT Hospital de la Cerdanya", "Anne")."""
+    author = message.author
+    names = [author.name if author and author.name else "", message.from_name or ""]
+    words = {w.lower() for n in names for w in re.findall(r"[^\W\d_]{2,}", n)}
+    return words
+
+
+def _strip_salutations(text: str, message: Message) -> str:
+    """``text`` without its opening salutation line, its sign-off ("Bien cordialement," and what follows)
+    and a closing block of short lines naming the author (a signature without the "-- " delimiter)."""
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is not None:
+        line = lines[first].strip()
+        if (_GREETING_RE.match(line) and len(line) <= 60 and len(line.split()) <= 8
+                and not line.endswith((".", "?"))):
+            lines = lines[first + 1:]
+    # The last sign-off line followed by at most a few short lines (name, organisation, telephone).
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i].strip()
+        after = [x for x in lines[i + 1:] if x.strip()]
+        if len(after) > 4 or any(len(x.strip()) > 70 for x in after):
+            break
+        if line and len(line) <= 40 and _is_sign_off(line) and any(x.strip() for x in lines[:i]):
+            lines = lines[:i]
+            break
+    text = "\n".join(lines).strip()
+    # A last paragraph of short lines whose first line names the author: a signature.
+    names = _name_words(message)
+    head, sep, last = text.rpartition("\n\n")
+    block = [x.strip() for x in last.split("\n") if x.strip()]
+    if sep and head.strip() and names and 0 < len(block) <= 4 and all(len(x) <= 70 for x in block) and \
+            not block[0].endswith((".", "?", "!", ":", ";")) and \
+            {w.lower() for w in re.findall(r"[^\W\d_]{2,}", block[0])} & names:
+        text = head
+    return text.strip()
+
+
+def _without_commands(text: str) -> str:
+    """``text`` without ``#command`` lines a moderator left in it (gateway.command_parse reads them)."""
+    from gateway.command_parse import parse_hash_line
+
+    return "\n".join(line for line in text.split("\n") if parse_hash_line(line) is None)
+
+
+def _own_words(message: Message, trimmed: str) -> str:
+    """What ``message`` says about the matter: its own words without commands, salutations or signature."""
+    return _strip_salutations(_without_commands(trimmed), message)
+
+
+def is_courtesy(text: str) -> bool:
+    """True for a thanks / closing / leave-taking message ("Merci à tous, je classe ce sujet.", "Vielen Dank!"):
+    nothing but courtesy sentences, or courtesy around a few words."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+    rest = [s for s in sentences if not _COURTESY_RE.search(s)]
+    substance = " ".join(rest)
+    return not substance or (len(rest) < len(sentences) and len(substance) < COURTESY_MAX_CHARS)
+
+
 def _shorten(text: str, limit: int) -> str:
     text = text.strip()
     if len(text) <= limit:
@@ -191,22 +324,25 @@ def prefill(session: Session, topic: Topic) -> tuple[str, dict[str, Any]]:
             orgs.append(p.organisation)
     countries = sorted({o.country.upper() for o in orgs if o.country and COUNTRY_RE.match(o.country.upper())})
     borders = Counter(o.border.upper() for o in orgs if o.border and BORDER_RE.match(o.border.upper()))
-    if borders:
+    # The author describes the obstacle: their organisation's border is the obstacle's, whoever answered
+    # from elsewhere (a Franco-Swiss question answered from Lörrach stays CH-FR).
+    author = session.get(Member, topic.author_id) if topic.author_id else (messages[0].author if messages else None)
+    author_org = author.organisation if author is not None else None
+    author_border = (author_org.border or "").upper() if author_org is not None else ""
+    if BORDER_RE.match(author_border):
+        border = author_border
+        countries = sorted(set(author_border.split("-")))
+    elif borders:
         border = borders.most_common(1)[0][0]
     elif len(countries) >= 2:
         border = "-".join(countries)
     else:
         border = ""
 
-    obstacle = _shorten(texts.get(messages[0].id, ""), EXCERPT_CHARS * 2) if messages else ""
-
-    # The closing messages: the last ones before the topic was closed (all of them while it is open),
-    # the opening message excepted unless it is the only one.
-    closing = [m for m in messages if topic.closed_at is None or m.received_at <= topic.closed_at]
-    if len(closing) > 1:
-        closing = closing[1:]
-    chosen = [m for m in closing if texts.get(m.id)][-CLOSING_MESSAGES:]
-    solution = "\n\n".join(f"{_author_line(m)}\n{_shorten(texts[m.id], EXCERPT_CHARS)}" for m in chosen)
+    own = {m.id: _own_words(m, texts[m.id]) for m in messages}
+    obstacle = _shorten(own.get(messages[0].id, ""), EXCERPT_CHARS * 2) if messages else ""
+    chosen = _solution_messages(topic, messages, own)
+    solution = "\n\n".join(f"{_author_line(m)}\n{_shorten(own[m.id], EXCERPT_CHARS)}" for m in chosen)
 
     contacts = []
     for p in participants:
@@ -220,7 +356,7 @@ def prefill(session: Session, topic: Topic) -> tuple[str, dict[str, Any]]:
     data: dict[str, Any] = {
         "obstacle": obstacle,
         "domain": "",
-        "level": topic.escalation_level if topic.escalation_level in LEVELS else "",
+        "level": _level(session, topic),
         "solution": solution,
         "solution_status": OUTCOME_TO_SOLUTION.get(topic.outcome or "", ""),
         "legal_references": "\n".join(legal_references([texts[m.id] for m in messages])),
@@ -230,6 +366,52 @@ def prefill(session: Session, topic: Topic) -> tuple[str, dict[str, Any]]:
         "category": topic.category.name if topic.category is not None else "",
     }
     return _shorten_title(title), normalize(data)
+
+
+def _by_author(topic: Topic, message: Message, first: Message) -> bool:
+    if topic.author_id is not None and message.author_id is not None:
+        return message.author_id == topic.author_id
+    return (message.from_addr or "").lower() == (first.from_addr or "").lower()
+
+
+def _solution_messages(topic: Topic, messages: Sequence[Message], own: Mapping[int, str]) -> list[Message]:
+    """The answers a sheet quotes as the solution, oldest first.
+
+    The messages up to the close (all of them while the topic is open), the opening message excepted unless
+    it is the only one; of those, the substantive answers of people other than the topic's author (else the
+    author's own substantive follow-ups): not the thanks and "je classe ce sujet" of the closing message.
+    The last :data:`CLOSING_MESSAGES` of them, with the message the closing one replies to always among them
+    (the moderator closing "after this answer" points at the solution).
+    """
+    if not messages:
+        return []
+    first = messages[0]
+    window = [m for m in messages if topic.closed_at is None or m.received_at <= topic.closed_at]
+    if len(window) <= 1:
+        return [m for m in window if own.get(m.id)]
+    window = window[1:]
+    substantive = [m for m in window if own.get(m.id) and not is_courtesy(own[m.id])]
+    answers = [m for m in substantive if not _by_author(topic, m, first)] or substantive
+    chosen = answers[-CLOSING_MESSAGES:]
+    last = window[-1]
+    if topic.closed_at is not None and last not in answers and last.parent_id is not None:
+        parent = next((m for m in answers if m.id == last.parent_id), None)
+        if parent is not None and parent not in chosen:
+            chosen = [parent, *chosen[-(CLOSING_MESSAGES - 1):]] if CLOSING_MESSAGES > 1 else [parent]
+    order = {m.id: i for i, m in enumerate(messages)}
+    return sorted(chosen, key=lambda m: order[m.id])
+
+
+def _level(session: Session, topic: Topic) -> str:
+    """The competent level: where the topic's open escalation stands, else the highest level it was
+    escalated to and resolved at (closing a topic as solved resolves its escalations), else unknown."""
+    if topic.escalation_level in LEVELS:
+        return str(topic.escalation_level)
+    levels = session.scalars(
+        select(Escalation.level).where(Escalation.topic_id == topic.id, Escalation.state == "resolved")
+    ).all()
+    known = [lv for lv in levels if lv in LEVELS]
+    return max(known, key=LEVELS.index) if known else ""
 
 
 def _shorten_title(title: str) -> str:
@@ -251,6 +433,15 @@ def normalize(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def find_sheet(session: Session, topic: Topic, kind: str) -> Sheet | None:
+    """The sheet of ``kind`` already made from ``topic`` (a topic has at most one of each kind), or None."""
+    if kind not in KINDS:
+        raise SheetError(f"unknown kind of sheet {kind!r}: one of {', '.join(KINDS)}")
+    return session.scalar(
+        select(Sheet).where(Sheet.topic_id == topic.id, Sheet.kind == kind).order_by(Sheet.id).limit(1)
+    )
+
+
 def create_sheet_from_topic(
     session: Session,
     settings: Settings,
@@ -265,11 +456,7 @@ def create_sheet_from_topic(
     When the topic already has a sheet of that kind, that sheet is returned unchanged: a command sent twice,
     or a web form submitted twice, never makes two sheets of one topic.
     """
-    if kind not in KINDS:
-        raise SheetError(f"unknown kind of sheet {kind!r}: one of {', '.join(KINDS)}")
-    existing = session.scalar(
-        select(Sheet).where(Sheet.topic_id == topic.id, Sheet.kind == kind).order_by(Sheet.id).limit(1)
-    )
+    existing = find_sheet(session, topic, kind)
     if existing is not None:
         log.info("topic #%s already has %s sheet #%s", topic.id, kind, existing.id)
         return existing
@@ -480,6 +667,7 @@ __all__ = [
     "SheetError",
     "create_sheet_from_topic",
     "csv_row",
+    "find_sheet",
     "legal_references",
     "normalize",
     "prefill",

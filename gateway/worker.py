@@ -48,13 +48,17 @@ log = logging.getLogger(__name__)
 # Rows claimed per transaction: fewer claim transactions, while a crash strands at most this many rows
 # until claim_timeout.
 CLAIM_BATCH = 20
-# SQLite: claimed rows are processed in one transaction, each in its own savepoint (a failing row rolls back
-# alone), because a commit costs more than a small post: it writes every page it touched (search index,
+# SQLite: claimed rows are processed in one transaction (a failing row rolls back alone: see _process_batch),
+# because a commit costs more than a small post: it writes every page it touched (search index,
 # outbox, thread refs) to the WAL, and SQLite has one writer anyway. The transaction is committed after this
 # many seconds, so that SMTP commits waiting for the write lock (WriteGate) are not held back longer.
 # PostgreSQL keeps one row per transaction: several workers run side by side there, and a transaction
 # holding one list's placement lock while waiting for another row's lock could deadlock with another worker.
 BATCH_SECONDS = 0.2
+# ...but when SMTP commits are waiting for the write lock (``yield_to``), the batch ends as soon as it has run
+# this long: a sender waits at most this (plus one row) for its 250, instead of a whole batch, and its
+# next message is sent and spooled while the worker goes on with the next batch.
+BATCH_YIELD_SECONDS = 0.03
 # A batch's raw messages are read in one query when they add up to no more than this.
 BATCH_RAW_BYTES = 4 * 1024 * 1024
 
@@ -282,17 +286,46 @@ _HOLD = (
 )
 
 
+class _RowFailed(Exception):
+    """A row of an optimistic batch (no savepoints) failed: the whole transaction is rolled back."""
+
+
 def _process_batch(
-    settings: Settings, factory: sessionmaker[Session], *, limit: int, now: datetime, resolver: Any, worker_id: str
+    settings: Settings, factory: sessionmaker[Session], *, limit: int, now: datetime, resolver: Any, worker_id: str,
+    yield_to: Callable[[], bool] | None = None,
 ) -> int | None:
-    """SQLite: take up to ``limit`` waiting rows and process them in ONE transaction, each in a savepoint,
-    until BATCH_SECONDS have passed or a row fails. Returns how many rows were dealt with (0: none waiting),
-    None when the transaction itself failed (nothing of it was kept).
+    """SQLite: take up to ``limit`` waiting rows and process them in ONE transaction until BATCH_SECONDS have
+    passed or a row fails. Returns how many rows were dealt with (0: none waiting), None when the transaction
+    itself failed (nothing of it was kept).
 
     No claim is needed first: every writing transaction begins IMMEDIATE (passerelle.db), so no other worker
     can take these rows before this transaction ends; rows it did not get to are still waiting afterwards.
+
+    The batch first runs without savepoints (a SAVEPOINT and its RELEASE per row cost more than some posts'
+    own statements). When a row fails, that whole transaction is rolled back, so nothing of it was written,
+    and the batch runs again with each row in its own savepoint: the failing row then rolls back alone and
+    the rows around it are archived as if processed one by one. Processing has no effect outside the
+    database transaction (copies are outbox rows), so running a rolled-back row again repeats nothing.
     """
-    deadline = time.monotonic() + BATCH_SECONDS
+    try:
+        return _run_batch(settings, factory, limit=limit, now=now, resolver=resolver, worker_id=worker_id,
+                          isolate=False, yield_to=yield_to)
+    except _RowFailed:
+        log.info("a row of the worker's batch failed; the batch runs again with a savepoint per row")
+    return _run_batch(settings, factory, limit=limit, now=now, resolver=resolver, worker_id=worker_id, isolate=True,
+                      yield_to=yield_to)
+
+
+def _run_batch(
+    settings: Settings, factory: sessionmaker[Session], *, limit: int, now: datetime, resolver: Any, worker_id: str,
+    isolate: bool, yield_to: Callable[[], bool] | None,
+) -> int | None:
+    """One batch transaction (see _process_batch); ``isolate``: each row in a savepoint, else a failing row
+    raises _RowFailed once the transaction is rolled back. ``yield_to``: whether another writer waits (the
+    batch then ends after BATCH_YIELD_SECONDS)."""
+    started = time.monotonic()
+    deadline = started + BATCH_SECONDS
+    yield_after = started + BATCH_YIELD_SECONDS
     stale = now - timedelta(seconds=settings.worker.claim_timeout)
     done: list[tuple[int, str, Outcome]] = []
     failed: tuple[int, Exception] | None = None
@@ -310,17 +343,23 @@ def _process_batch(
                 row.id: row for row in session.scalars(_LOAD_ROWS_WITH_RAW if with_raw else _LOAD_ROWS, {"ids": ids})
             }
             for row_id in ids:
-                if handled and time.monotonic() > deadline:
-                    break
+                if handled:
+                    clock = time.monotonic()
+                    if clock > deadline or (yield_to is not None and clock > yield_after and yield_to()):
+                        break
                 inbound = rows[row_id]
-                savepoint = session.begin_nested()
+                savepoint = session.begin_nested() if isolate else None
                 try:
                     if not with_raw:
                         set_committed_value(inbound, "raw", session.scalar(_LOAD_RAW, {"row_id": row_id}))
                     outcome = process_message(session, settings, inbound, now=now, resolver=resolver)
                     _mark(session, inbound, outcome, now)
-                    savepoint.commit()
+                    if savepoint is not None:
+                        savepoint.commit()
                 except Exception as exc:
+                    if savepoint is None:
+                        # Leaves session_scope, which rolls the whole transaction back.
+                        raise _RowFailed() from exc
                     savepoint.rollback()
                     # Held by this worker when this transaction commits: the failure is recorded against it.
                     session.execute(_HOLD, {"row_id": row_id, "worker_id": worker_id, "now": now})
@@ -331,6 +370,8 @@ def _process_batch(
                 done.append((row_id, inbound.message_id_header, outcome))
                 # The raw bytes of every row of the batch need not stay in memory until the commit.
                 session.expire(inbound, ["raw"])
+    except _RowFailed:
+        raise
     except Exception:
         log.exception("the worker's batch transaction failed; the next row is processed on its own")
         return None
@@ -389,10 +430,12 @@ def process_pending(
     resolver: Any = None,
     worker_id: str | None = None,
     gate: Callable[[], AbstractContextManager[Any]] | None = None,
+    yield_to: Callable[[], bool] | None = None,
 ) -> int:
     """Process up to ``limit`` spool rows (new ones, and ones abandoned by a dead worker); returns how many
     were processed (whatever their outcome, failures included). ``gate``: a context manager factory entered
-    around each transaction (the service's WriteGate.background: SMTP commits go first)."""
+    around each transaction (the service's WriteGate.background: SMTP commits go first); ``yield_to``: whether
+    such a commit is waiting (SQLite: a batch transaction then ends early, see BATCH_YIELD_SECONDS)."""
     worker_id = worker_id or worker_identity("worker")
     around = gate or nullcontext
     batched = _single_writer(factory)
@@ -402,7 +445,7 @@ def process_pending(
             with around():
                 handled = _process_batch(
                     settings, factory, limit=min(CLAIM_BATCH, limit - processed), now=now, resolver=resolver,
-                    worker_id=worker_id,
+                    worker_id=worker_id, yield_to=yield_to,
                 )
             if handled == 0:
                 break

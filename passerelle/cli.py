@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, derived_base_url, load_settings
 from .db import make_engine, make_session_factory, migrate, session_scope
+
+if TYPE_CHECKING:
+    from apscheduler.events import JobExecutionEvent
+    from apscheduler.schedulers.base import BaseScheduler
 
 log = logging.getLogger("passerelle")
 
@@ -46,20 +55,202 @@ def _database(settings: Settings, *, writer: bool = True) -> Iterator[sessionmak
 # --- serve -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ListeningPort:
+    """A port `serve` listens on, and how a user moves it."""
+
+    what: str
+    host: str
+    port: int
+    env: str
+    option: str = ""
+
+
+def listening_ports(settings: Settings) -> list[ListeningPort]:
+    """The ports `serve` will listen on with these settings (port 0: any free port, never checked)."""
+    ports = [
+        ListeningPort("web archive", settings.web.host, settings.web.port, "PASSERELLE_WEB__PORT", "--web-port"),
+        ListeningPort("SMTP gateway", settings.smtp.host, settings.smtp.port, "PASSERELLE_SMTP__PORT", "--smtp-port"),
+    ]
+    if settings.relay.capture_dir:
+        ports.append(ListeningPort("mail capture relay", settings.relay.host, settings.relay.port,
+                                   "PASSERELLE_RELAY__PORT"))
+    return [p for p in ports if p.port]
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As the servers themselves do (werkzeug, asyncio): a port left in TIME_WAIT by a previous run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _free_port_after(host: str, port: int, avoid: set[int]) -> int | None:
+    for candidate in range(port + 1, min(port + 50, 65536)):
+        if candidate in avoid:
+            continue
+        try:
+            _bind(host, candidate).close()
+        except OSError:
+            continue
+        return candidate
+    return None
+
+
+def check_ports(settings: Settings) -> list[str]:
+    """What stops `serve` from listening, found before anything starts (no database opened, no mail sent):
+    one message per port that cannot be bound, naming the setting, environment variable and option that
+    move it. The ports are held together while checking, so two settings naming the same port are caught."""
+    problems: list[str] = []
+    held: list[socket.socket] = []
+    ports = listening_ports(settings)
+    try:
+        for item in ports:
+            try:
+                held.append(_bind(item.host, item.port))
+            except OSError as exc:
+                problems.append(_port_problem(item, exc, avoid={p.port for p in ports}))
+    finally:
+        for sock in held:
+            sock.close()
+    return problems
+
+
+def _port_problem(item: ListeningPort, exc: OSError, avoid: set[int]) -> str:
+    where = f"{item.host}:{item.port} ({item.what})"
+    section = item.env.removeprefix("PASSERELLE_").split("__")[0].lower()
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        host_env = item.env.replace("__PORT", "__HOST")
+        return (f"cannot listen on {where}: {item.host!r} is not an address of this machine ({exc.strerror}).\n"
+                f"  Set another host: {host_env}=127.0.0.1, or host in [{section}] of the site file.")
+    if exc.errno == errno.EACCES:
+        reason = "this user may not open it (ports below 1024 need privileges)"
+    elif exc.errno == errno.EADDRINUSE:
+        reason = "the port is already in use (another program, or Passerelle still running?)"
+    else:
+        reason = exc.strerror or str(exc)
+    found = _free_port_after(item.host, item.port, avoid)
+    free = found or item.port + 1
+    ways = [f"./run demo {item.option} {free}", f"passerelle serve {item.option} {free}"] if item.option else []
+    ways += [f"{item.env}={free} ./run demo   (the environment variable)",
+             f"port = {free} in [{section}] of the site file"]
+    free_now = f" ({free} is free)" if found else ""
+    return (f"cannot listen on {where}: {reason}.\n  Start it on another port{free_now}, with one of:\n"
+            + "".join(f"    {way}\n" for way in ways)).rstrip("\n")
+
+
+@contextmanager
+def _quieter(names: Sequence[str], level: int, *, unless: bool) -> Iterator[None]:
+    """Raise the level of some loggers for a while (unless ``unless``)."""
+    loggers = [] if unless else [logging.getLogger(name) for name in names]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, saved, strict=True):
+            logger.setLevel(old)
+
+
+def quiet_library_logs(*, verbose: bool, demo: bool) -> None:
+    """Keep the log of `serve` to what an operator reads (mail posted, delivered, held, digests sent,
+    faults): libraries' chatter goes to --verbose only."""
+    if verbose:
+        return
+    # aiosmtpd logs every SMTP command and reply at INFO (a dozen lines per mail received).
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # APScheduler logs each run of each job twice ("Running job", "executed successfully"); our jobs log
+    # what they did themselves, and a failing job is still logged (ERROR).
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if demo:
+        # One line per web request (every page, stylesheet and image) drowns the demo's log; a real site's
+        # reverse proxy keeps the access log.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def _first_round(scheduler: BaseScheduler) -> threading.Event:
+    """Set once every job of ``scheduler`` has run once; call before the scheduler starts (its jobs run at
+    once, and a run that ended before the listener was added would never be seen)."""
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
+
+    pending = {job.id for job in scheduler.get_jobs()}
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def ran(event: JobExecutionEvent) -> None:
+        with lock:
+            pending.discard(event.job_id)
+            if not pending and not done.is_set():
+                done.set()
+                scheduler.remove_listener(ran)
+
+    if pending:
+        scheduler.add_listener(ran, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+    else:
+        done.set()
+    return done
+
+
+def _wait_until_settled(first_round: threading.Event, factory: sessionmaker[Session], timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) for the scheduler's first round of jobs and the delivery of what
+    they queued (digests missed while stopped are sent at start), so that the banner printed next is not
+    buried under their log lines."""
+    from .models import OutboxMessage
+
+    deadline = time.monotonic() + timeout
+    first_round.wait(timeout)
+    due = (select(func.count()).select_from(OutboxMessage)
+           .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= utcnow()))
+    while time.monotonic() < deadline:
+        with session_scope(factory) as session:
+            if not session.scalar(due):
+                return
+        time.sleep(0.2)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """SMTP gateway + worker + delivery, IMAP fetchers, scheduler and web archive in one process."""
+    overrides: dict[str, dict[str, int]] = {}
+    if args.web_port is not None:
+        overrides["web"] = {"port": args.web_port}
+    if args.smtp_port is not None:
+        overrides["smtp"] = {"port": args.smtp_port}
+    if overrides:
+        # site.base_url, when not set, follows the web port (links in mail point where the archive listens).
+        settings = settings.with_overrides(overrides)
+    problems = check_ports(settings)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1
+
     from werkzeug.serving import make_server
 
     from archive_web import create_app
     from digests.scheduler import build_scheduler
     from gateway.service import GatewayService
 
+    quiet_library_logs(verbose=args.verbose, demo=args.demo)
     migrate(settings.database.url)
     factory = _factory(settings)
     if args.demo:
         from .demo import load_demo
 
-        with session_scope(factory) as session:
+        # The demo's 20 posts (and its two sheets) would log a line each: its summary line says enough.
+        with (_quieter(("gateway.inbound", "gateway.worker", "gateway.sheets"), logging.WARNING,
+                       unless=args.verbose),
+              session_scope(factory) as session):
             loaded = load_demo(session, settings, factory=factory, now=utcnow())
         if loaded:
             log.info("demo forum loaded: %s", loaded)
@@ -81,15 +272,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         imap = ImapService(settings, factory, clock=utcnow)
         imap.start()
     scheduler = build_scheduler(settings, factory, clock=utcnow)
+    first_round = _first_round(scheduler)
     scheduler.start()
     app = create_app(settings, session_factory=_factory(settings, writer=False), clock=utcnow)
     web = make_server(settings.web.host, settings.web.port, app, threaded=True)
     web_thread = threading.Thread(target=web.serve_forever, name="web", daemon=True)
     web_thread.start()
 
+    _wait_until_settled(first_round, factory, timeout=15.0)
     list_name = settings.lists.default_list
     print(f"Passerelle is running ({settings.database.url})")
-    print(f"  web archive    http://{settings.web.host}:{web.server_port}/")
+    listening = derived_base_url(settings.web.host, web.server_port)
+    print(f"  web archive    {listening}/")
+    if settings.site.base_url.rstrip("/") != listening:
+        print(f"                 links in mail point to {settings.site.base_url} (site.base_url)")
     print(f"  SMTP gateway   {settings.smtp.host}:{gateway.smtp_port}  — post to {settings.list_address(list_name)}")
     print(f"                 commands to {settings.list_address(list_name, '-request')} (send 'help')")
     if capture is not None:
@@ -245,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the SMTP gateway, the web archive and the scheduler")
     p.add_argument("--demo", action="store_true", help="load a small demo forum first if the database is empty")
+    p.add_argument("--web-port", type=int, metavar="PORT",
+                   help="port of the web archive (setting web.port, env PASSERELLE_WEB__PORT; default 8080); "
+                        "links in mail follow it unless site.base_url is set")
+    p.add_argument("--smtp-port", type=int, metavar="PORT",
+                   help="port of the SMTP gateway (setting smtp.port, env PASSERELLE_SMTP__PORT; default 8025)")
+    # Also after `serve`, so that `./run demo -v` works (SUPPRESS: the global -v is not reset when absent).
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging, with the SMTP dialogue and one line per web request")
     p.set_defaults(handler=cmd_serve)
 
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(handler=cmd_migrate)

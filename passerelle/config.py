@@ -16,6 +16,8 @@ from typing import Any
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "defaults.toml"
 ENV_PREFIX = "PASSERELLE_"
+# Values of lists.reply_to (see config/defaults.toml).
+REPLY_TO_POLICIES = ("list", "author", "both")
 
 
 class ConfigError(ValueError):
@@ -76,7 +78,12 @@ class Settings(Section):
     def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
         """A copy with some keys replaced (``{"smtp": {"port": 2525}}``); unknown keys are an error."""
         data = _thaw(self)
+        # A base URL that was derived from the web address follows a new web host or port.
+        derived = data["site"]["base_url"] == derived_base_url(data["web"]["host"], data["web"]["port"])
+        if derived and "base_url" not in overrides.get("site", {}):
+            data["site"]["base_url"] = ""
         _merge(data, overrides, origin="override")
+        _validate(data, origin="override")
         return Settings({k: _freeze(v) for k, v in data.items()})
 
     @property
@@ -130,6 +137,50 @@ def _coerce(value: Any, default: Any, where: str, origin: str) -> Any:
     return value
 
 
+def address_list(value: str, where: str, origin: str = "configuration") -> list[str]:
+    """The addresses of a comma-separated setting (RFC 5322 addr-specs, no display names), normalised;
+    ConfigError naming ``where`` and the bad part otherwise. An empty value is an empty list."""
+    from email_validator import EmailNotValidError, validate_email
+
+    out: list[str] = []
+    parts = value.split(",")
+    for part in parts:
+        address = part.strip()
+        if not address:
+            if len(parts) > 1:
+                raise ConfigError(
+                    f"{origin}: {where!r} has an empty address (two commas in a row, or one at an end): {value!r}"
+                )
+            continue
+        try:
+            out.append(validate_email(address, check_deliverability=False).normalized)
+        except EmailNotValidError as exc:
+            raise ConfigError(f"{origin}: {where!r}: {address!r} is not a mail address ({exc})") from None
+    return out
+
+
+def _validate(data: Mapping[str, Any], *, origin: str) -> None:
+    """Checks of values whose type alone says too little, done once at load so a typo stops the start with a
+    message naming the key rather than losing mail later."""
+    address_list(str(data["escalation"]["report_to"]), "escalation.report_to", origin)
+    reply_to = data["lists"]["reply_to"]
+    if reply_to not in REPLY_TO_POLICIES:
+        raise ConfigError(f"{origin}: 'lists.reply_to' must be one of {', '.join(REPLY_TO_POLICIES)}, got {reply_to!r}")
+    if not data["site"]["base_url"]:
+        data["site"]["base_url"] = derived_base_url(data["web"]["host"], data["web"]["port"])
+
+
+def derived_base_url(host: str, port: int) -> str:
+    """The web archive's own address, ``http://HOST:PORT``: the base URL of links in mail when
+    ``site.base_url`` is not set. A wildcard host (listening on every interface) is no address a reader can
+    open: links then name ``localhost``; a public site sets ``site.base_url``."""
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - compared with, not bound
+        host = "localhost"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal in a URL is bracketed (RFC 3986 3.2.2)
+    return f"http://{host}:{port}"
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     overrides: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
@@ -162,4 +213,5 @@ def load_settings(
     _merge(data, _env_overrides(environ), origin="environment")
     if overrides:
         _merge(data, overrides, origin="override")
+    _validate(data, origin="configuration")
     return Settings({k: _freeze(v) for k, v in data.items()})

@@ -228,6 +228,79 @@ TOPICS = [
 ]
 
 
+@dataclass(frozen=True)
+class DemoSheet:
+    """A sheet a moderator made from a demo topic (``#sheet``), then completed and published on the web."""
+
+    topic: int  # index in TOPICS
+    kind: str  # "obstacle" or "practice"
+    title: str
+    fields: tuple[tuple[str, str], ...]  # what the moderator completed or rewrote in the pre-filled draft
+    solution_note: str = ""  # a paragraph the moderator added after the quoted answers
+
+
+SHEETS = [
+    DemoSheet(
+        0, "obstacle",
+        "Soins programmés à l'Hospital de la Cerdanya : l'autorisation préalable (S2) exigée des patients français",
+        (
+            ("domain", "Santé — accès aux soins transfrontaliers"),
+            ("level", "regional"),
+            ("solution_status", "found"),
+            ("legal_references", "Accord-cadre franco-espagnol sur la coopération sanitaire transfrontalière "
+                                 "(2008)\nRèglement (CE) n° 883/2004, article 20 (soins programmés, formulaire S2)"),
+        ),
+        solution_note="Résultat : une convention locale entre l'ARS Occitanie, la CPAM des Pyrénées-Orientales et "
+                      "le GECT dispense d'autorisation préalable les patients de la zone couverte ; l'ARS a donné "
+                      "son accord, la convention est en cours de signature. Modèle réutilisable : la convention "
+                      "MOSAR (Ardennes franco-belges).",
+    ),
+    DemoSheet(
+        7, "practice",
+        "Un guichet d'information commun pour les frontaliers franco-belges",
+        (
+            ("domain", "Information et accompagnement des frontaliers"),
+            ("level", "local"),
+            ("solution_status", "found"),
+            ("legal_references", "Programme Interreg France-Wallonie-Vlaanderen (cofinancement FEDER)"),
+        ),
+        solution_note="Enseignements : 4 000 demandes traitées en 2023 ; une permanence commune et des fiches par "
+                      "situation évitent de renvoyer le frontalier d'une administration à l'autre. Le Pôle "
+                      "métropolitain du Sillon lorrain étudie la reprise du modèle à la frontière "
+                      "franco-luxembourgeoise.",
+    ),
+]
+
+
+def _load_sheets(session: Session, settings: Settings, topics: dict[int, Topic], moderator: Member) -> int:
+    """Make, complete and publish the demo's sheets the way a moderator does (gateway.sheets); returns how
+    many were published. Dated after the topic's last message, like the moderator's other actions."""
+    from gateway import sheets as sheet_core
+
+    published = 0
+    for spec in SHEETS:
+        topic = topics.get(spec.topic)
+        if topic is None:
+            continue
+        made = topic.last_post_at + timedelta(hours=3)
+        sheet = sheet_core.create_sheet_from_topic(session, settings, topic, spec.kind, moderator, now=made)
+        session.add(ModerationAction(list_id=topic.list_id, topic_id=topic.id, actor_id=moderator.id, action="sheet",
+                                     detail=f"{spec.kind} sheet #{sheet.id}", via="mail", created_at=made))
+        data = dict(sheet.data or {})
+        data.update(spec.fields)
+        if spec.solution_note:
+            data["solution"] = (str(data.get("solution") or "").rstrip() + "\n\n" + spec.solution_note).strip()
+        title, clean, errors = sheet_core.validate({**data, "title": spec.title},
+                                                   categories=[topic.category.name] if topic.category else None)
+        if errors:
+            raise ValueError(f"demo sheet of topic {spec.topic}: {errors}")
+        edited = made + timedelta(days=1)
+        sheet_core.save_version(session, sheet, title, clean, moderator, now=edited, via="web")
+        sheet_core.set_status(session, sheet, "published", moderator, now=edited + timedelta(hours=1), via="web")
+        published += 1
+    return published
+
+
 def _mail(settings: Settings, topic_no: int, post_no: int, post: Post, topic: DemoTopic, start: datetime,
           members: list[Member]) -> bytes:
     author = members[post.author]
@@ -294,6 +367,7 @@ def load_demo(session: Session, settings: Settings, *, factory: sessionmaker[Ses
         pass
 
     moderator = members[1]
+    db_topics: dict[int, Topic] = {}
     for t_no, topic in enumerate(TOPICS):
         first_id = f"demo.{t_no}.0@{members[topic.posts[0].author].email.split('@')[1]}"
         msg = session.scalar(select(Message).where(Message.message_id == first_id))
@@ -302,7 +376,9 @@ def load_demo(session: Session, settings: Settings, *, factory: sessionmaker[Ses
             continue
         db_topic = session.get(Topic, msg.topic_id)
         assert db_topic is not None
+        db_topics[t_no] = db_topic
         db_topic.category_id = cats[topic.category].id
+        db_topic.category = cats[topic.category]
         for name in topic.tags:
             tag = session.scalar(select(Tag).where(Tag.list_id == ml.id, Tag.name == name))
             if tag is None:
@@ -323,7 +399,10 @@ def load_demo(session: Session, settings: Settings, *, factory: sessionmaker[Ses
                                    escalated_at=when, updated_at=when, state="escalated"))
             session.add(ModerationAction(list_id=ml.id, topic_id=db_topic.id, actor_id=moderator.id,
                                          action="escalate", detail=f"{level}: {note}", via="mail", created_at=when))
+    session.flush()
+    published = _load_sheets(session, settings, db_topics, moderator)
     for sub, spec in zip(subs, MEMBERS, strict=True):
         session.merge(sub).delivery_mode = spec[4]
     posts = sum(len(t.posts) for t in TOPICS)
-    return f"{len(TOPICS)} topics, {posts} messages, {len(MEMBERS)} members, {len(ORGANISATIONS)} organisations"
+    return (f"{len(TOPICS)} topics, {posts} messages, {len(MEMBERS)} members, {len(ORGANISATIONS)} organisations, "
+            f"{published} published sheets")

@@ -62,6 +62,27 @@ class EscalationError(ValueError):
     """An escalation request that cannot be done (unknown level or state, empty note...)."""
 
 
+class SolvedTopicError(EscalationError):
+    """``#escalate`` (or the web form) on a topic closed as solved: an obstacle that is solved is not
+    escalated as unresolved. The moderator reopens the topic first, or closes it with another outcome
+    (study-needed, legal-impossibility), then escalates."""
+
+
+def is_solved(topic: Topic) -> bool:
+    """The topic is closed with the outcome "solved"."""
+    return topic.status == "closed" and topic.outcome == "solved"
+
+
+# The follow-up note written in the register when closing a topic as solved resolves its open escalations.
+SOLVED_NOTE: dict[str, str] = {
+    "fr": "Sujet clos comme résolu : remontée marquée résolue.",
+    "en": "Topic closed as solved: escalation marked resolved.",
+    "de": "Thema als gelöst geschlossen: Weitergabe als gelöst markiert.",
+    "it": "Argomento chiuso come risolto: segnalazione contrassegnata come risolta.",
+    "es": "Tema cerrado como resuelto: elevación marcada como resuelta.",
+}
+
+
 # ============================================================================================ changes
 
 
@@ -106,6 +127,9 @@ def escalate(
     has an open escalation at that level, the note is added to it instead of a second entry."""
     if level not in ESCALATION_LEVELS:
         raise EscalationError(f"unknown level {level!r}: one of {', '.join(ESCALATION_LEVELS)}")
+    if is_solved(topic):
+        raise SolvedTopicError(f"topic #{topic.id} is closed as solved: reopen it (or close it with another "
+                               "outcome) before escalating it")
     note = _clean_note(note)
     current = session.scalar(
         select(Escalation).where(Escalation.topic_id == topic.id, Escalation.level == level,
@@ -159,6 +183,40 @@ def change_state(
         refresh_topic_level(session, topic)
     session.flush()
     return changed or bool(note)
+
+
+def resolve_on_close(
+    session: Session,
+    topic: Topic,
+    *,
+    actor: Member | None,
+    now: datetime,
+    via: str = "web",
+    language: str = "",
+) -> list[Escalation]:
+    """Closing ``topic`` as solved ends its open escalations: each becomes "resolved", with a follow-up note
+    saying why, so the register never shows a solved topic as an obstacle still waiting at the national or
+    European level. Returns the escalations changed (none unless the topic is closed as solved)."""
+    if not is_solved(topic):
+        return []
+    open_ = list(session.scalars(
+        select(Escalation).where(Escalation.topic_id == topic.id, Escalation.state.in_(ACTIVE_STATES))
+        .order_by(Escalation.id)
+    ))
+    if not language:
+        ml = session.get(MailingList, topic.list_id)
+        language = ml.language if ml is not None and ml.language else "en"
+    text = SOLVED_NOTE.get(language, SOLVED_NOTE["en"])
+    for esc in open_:
+        _log(session, topic, actor, "escalation-state", f"#{esc.id} {esc.state} → resolved (topic closed as solved)",
+             via=via, now=now)
+        esc.state = "resolved"
+        esc.updated_at = now
+        session.add(EscalationNote(escalation_id=esc.id, author_id=actor.id if actor else None, text=text,
+                                   created_at=now))
+    refresh_topic_level(session, topic)
+    session.flush()
+    return open_
 
 
 def add_note(session: Session, escalation: Escalation, text: str, *, actor: Member | None, now: datetime,
@@ -332,19 +390,12 @@ def report_period(every: str, now: datetime, timezone: str) -> ReportPeriod:
 
 
 def report_recipients(settings: Settings) -> list[str]:
-    """The addresses of ``escalation.report_to`` (comma-separated); malformed ones are logged and left out."""
-    from email_validator import EmailNotValidError, validate_email
+    """The addresses of ``escalation.report_to`` (comma-separated), lower-cased; load_settings has checked
+    them (passerelle.config.address_list), so a bad one cannot reach here from a configuration file."""
+    from passerelle.config import address_list
 
-    out = []
-    for part in str(settings.escalation.report_to or "").split(","):
-        address = part.strip()
-        if not address:
-            continue
-        try:
-            out.append(validate_email(address, check_deliverability=False).normalized.lower())
-        except EmailNotValidError as exc:
-            log.error("escalation.report_to: %r is not a mail address (%s): not sent there", address, exc)
-    return out
+    return [address.lower() for address in address_list(str(settings.escalation.report_to or ""),
+                                                         "escalation.report_to")]
 
 
 _WORDS: dict[str, dict[str, str]] = {
@@ -515,16 +566,19 @@ __all__ = [
     "RegisterEntry",
     "ReportPeriod",
     "ReportResult",
+    "SolvedTopicError",
     "add_note",
     "change_state",
     "compose_report",
     "entry_record",
     "escalate",
+    "is_solved",
     "refresh_topic_level",
     "register",
     "register_csv",
     "register_json",
     "report_period",
     "report_recipients",
+    "resolve_on_close",
     "send_register_reports",
 ]

@@ -16,6 +16,7 @@ of a reply, nor snippet.
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -153,9 +154,11 @@ def drop_search_schema(conn: Connection) -> None:
             conn.execute(text(f"DROP TEXT SEARCH CONFIGURATION IF EXISTS {config}"))
 
 
-# Built once: the ingest worker indexes every post.
-_SQLITE_UNINDEX = text(f"DELETE FROM {SQLITE_TABLE} WHERE rowid = :pk")
-_SQLITE_INDEX = text(f"INSERT INTO {SQLITE_TABLE}(rowid, subject, body, author) VALUES (:pk, :subject, :body, :author)")
+# Built once: the ingest worker indexes every post. FTS5 honours OR REPLACE on the rowid (the old entry's
+# terms are removed from the index), so adding and replacing are one statement.
+_SQLITE_INDEX = text(
+    f"INSERT OR REPLACE INTO {SQLITE_TABLE}(rowid, subject, body, author) VALUES (:pk, :subject, :body, :author)"
+)
 
 
 def index_message(session: Session, message: Message, *, body: str | None = None) -> None:
@@ -164,7 +167,6 @@ def index_message(session: Session, message: Message, *, body: str | None = None
     content = message.new_text or message.body_text if body is None else body
     params = {"pk": message.id, "subject": message.subject or "", "body": content or "", "author": author}
     if session.get_bind().dialect.name == "sqlite":
-        session.execute(_SQLITE_UNINDEX, params)
         session.execute(_SQLITE_INDEX, params)
     else:
         params["stem"] = pg_stem_config(f"{params['subject']}\n{params['body']}")
@@ -355,6 +357,8 @@ class SearchHit:
     author_address: str = ""
     subject_html: str = ""
     snippet_html: str = ""
+    # The relevance score when the page is ordered by relevance (bm25: lower is better; PostgreSQL's
+    # ts_rank_cd: higher is better); 0.0 newest first.
     rank: float = 0.0
 
 
@@ -462,7 +466,7 @@ def search_messages(session: Session, query: SearchQuery) -> SearchPage:
         select(func.min(m_first.id)).where(m_first.topic_id == m.c.topic_id).correlate(m).scalar_subquery()
     )
 
-    fts = table(SEARCH_TABLE, column("rowid"), column("message_pk"), column("document"))
+    fts = table(SEARCH_TABLE, column("rowid"), column("message_pk"), column("document"), column("subject_tsv"))
     join = m.join(t, t.c.id == m.c.topic_id).outerjoin(c, c.c.id == t.c.category_id).join(lst, lst.c.id == t.c.list_id)
     conditions: list[ColumnElement[bool]] = []
     params: dict[str, Any] = {}
@@ -472,13 +476,17 @@ def search_messages(session: Session, query: SearchQuery) -> SearchPage:
     author_terms = query.author_terms
     match_expr: str | None = None
     subject_expr: str | None = None
+    # SQLite, newest first: the index's matches are walked newest id first and the page is filled from
+    # them (see _sqlite_walk) instead of joining, filtering and sorting every match.
+    walk = False
     if sqlite:
         main = fts5_expression(terms, column_name="subject" if query.titles_only else None)
         author_expr = fts5_expression(author_terms, column_name="author") if author_terms else None
         parts = [p for p in (main, author_expr) if p]
         match_expr = " AND ".join(f"({p})" for p in parts) if parts else None
         subject_expr = fts5_expression(terms, column_name="subject")
-        if match_expr:
+        walk = match_expr is not None and query.order == "date"
+        if match_expr and not walk:
             join = join.join(fts, fts.c.rowid == m.c.id)
             conditions.append(text(f"{SEARCH_TABLE} MATCH :match").bindparams(match=match_expr))
             rank = literal_column(f"bm25({SEARCH_TABLE}, 10.0, 1.0, 2.0)")
@@ -500,13 +508,19 @@ def search_messages(session: Session, query: SearchQuery) -> SearchPage:
     elif query.has_text and not query.titles_only:
         assert subject_expr is not None
         if sqlite:
-            subject_match = m.c.id.in_(
-                select(column("rowid"))
-                .select_from(table(SEARCH_TABLE))
-                .where(text(f"{SEARCH_TABLE} MATCH :subject_match").bindparams(subject_match=subject_expr))
-            )
+            # Tested row by row (FTS5 looks the rowid up in the subject's doclists), only for the rows that
+            # are not readable: no list of every title matching a common word is built.
+            subject_match = text(
+                f"EXISTS (SELECT 1 FROM {SEARCH_TABLE} AS subject_fts WHERE"
+                f" subject_fts.{SEARCH_TABLE} MATCH :subject_match"
+                " AND subject_fts.rowid = messages.id)"
+            ).bindparams(subject_match=subject_expr)
         else:
-            subject_match = fts.c.document.op("@@")(_to_tsquery(subject_expr))
+            # The subject's own (small) vector, not the document's A-weighted part: the same words at the same
+            # positions, and the sort under "newest first" then does not carry every match's document.
+            subject_words = tsquery_expression(terms)
+            assert subject_words is not None
+            subject_match = fts.c.subject_tsv.op("@@")(_to_tsquery(subject_words))
         title_only_rows = and_(is_first, subject_match)
     else:
         title_only_rows = is_first
@@ -545,6 +559,9 @@ def search_messages(session: Session, query: SearchQuery) -> SearchPage:
     if query.date_to:
         conditions.append(m.c.date < _day_start(query.date_to + timedelta(days=1)))
 
+    if query.order != "relevance":
+        # The score is computed for the order only (bm25's statistics cost a pass over every match).
+        rank = literal(0.0)
     stmt = (
         select(
             m.c.id,
@@ -566,13 +583,19 @@ def search_messages(session: Session, query: SearchQuery) -> SearchPage:
         .select_from(join)
         .where(*conditions)
     )
-    if query.order == "relevance" and match_expr:
-        # bm25() is lower for better matches; ts_rank_cd higher.
-        stmt = stmt.order_by(rank if sqlite else rank.desc(), m.c.date.desc(), m.c.id.desc())
+    offset = (query.page - 1) * query.page_size
+    if walk:
+        assert match_expr is not None
+        oldest = _day_start(query.date_from) if query.date_from else None
+        rows = _sqlite_walk(session, stmt, match_expr, offset + query.page_size + 1, oldest=oldest)[offset:]
     else:
-        stmt = stmt.order_by(m.c.date.desc(), m.c.id.desc())
-    stmt = stmt.limit(query.page_size + 1).offset((query.page - 1) * query.page_size)
-    rows = session.execute(stmt, params).all()
+        if query.order == "relevance" and match_expr:
+            # bm25() is lower for better matches; ts_rank_cd higher.
+            stmt = stmt.order_by(rank if sqlite else rank.desc(), m.c.date.desc(), m.c.id.desc())
+        else:
+            stmt = stmt.order_by(m.c.date.desc(), m.c.id.desc())
+        stmt = stmt.limit(query.page_size + 1).offset(offset)
+        rows = list(session.execute(stmt, params).all())
     has_next = len(rows) > query.page_size
     rows = rows[: query.page_size]
 
@@ -602,6 +625,62 @@ def search_messages(session: Session, query: SearchQuery) -> SearchPage:
                 )
             )
     return SearchPage(query=query, hits=tuple(hits), page=query.page, has_next=has_next)
+
+
+# Matches read from the index per round of the walk: the first round's size, and the most one round reads.
+_WALK_FIRST = 256
+_WALK_MOST = 32768
+_MAX_ROWID = 2**63 - 1
+
+
+def _sqlite_walk(
+    session: Session, stmt: Any, match_expr: str, need: int, *, oldest: datetime | None = None
+) -> list[Any]:
+    """The ``need`` newest rows of ``stmt`` (which has every condition but the full-text match) among the
+    messages matching ``match_expr``, newest first (date, then id).
+
+    The index gives its matches by descending rowid (the message's id) without sorting, a round at a time;
+    each round's ids go through ``stmt``'s visibility and criteria. Ids follow arrival, not the Date header
+    (an archive imported later is older than the posts before it), so the walk stops only when no message
+    below the lowest id read is newer than the ``need``-th row kept: then no match left unread can belong
+    on the page. In an archive whose ids mostly follow dates that comes after a round or two; otherwise
+    the walk reads on, in larger rounds, up to every match (what sorting them all would have cost).
+    With ``oldest`` (the search's start date), it also stops when no message below is that recent: a page
+    that a start date leaves short does not read every older match.
+    """
+    matches = text(
+        f"SELECT rowid FROM {SEARCH_TABLE} WHERE {SEARCH_TABLE} MATCH :match AND rowid < :below"
+        " ORDER BY rowid DESC LIMIT :size"
+    )
+    in_round = stmt.where(text("messages.id IN (SELECT value FROM json_each(:round_ids))"))
+    m = Message.__table__
+    # The unary + keeps SQLite off the primary key here: the date index is walked from the newest message
+    # down to the need-th row's date, and stops at the first message with a lower id.
+    below_clause = text("+messages.id < :below")
+    newer_below = (
+        select(literal(1)).where(m.c.date > bindparam("kth_date", type_=m.c.date.type)).where(below_clause).limit(1)
+    )
+    in_range_below = (
+        select(literal(1)).where(m.c.date >= bindparam("oldest", type_=m.c.date.type)).where(below_clause).limit(1)
+    )
+    kept: list[Any] = []
+    below = _MAX_ROWID
+    size = min(max(_WALK_FIRST, 4 * need), _WALK_MOST)
+    while True:
+        ids = session.execute(matches, {"match": match_expr, "below": below, "size": size}).scalars().all()
+        if ids:
+            kept.extend(session.execute(in_round, {"round_ids": json.dumps(ids)}).all())
+            kept.sort(key=lambda r: (r.date, r.id), reverse=True)
+            del kept[need:]
+        if len(ids) < size:
+            return kept  # every match was read
+        below = ids[-1]
+        if len(kept) >= need:
+            if session.execute(newer_below, {"kth_date": kept[-1].date, "below": below}).first() is None:
+                return kept
+        elif oldest is not None and session.execute(in_range_below, {"oldest": oldest, "below": below}).first() is None:
+            return kept
+        size = min(size * 4, _WALK_MOST)
 
 
 def _aware(value: datetime) -> datetime:

@@ -19,6 +19,8 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    # The MAIL FROM parameters (e.g. BODY=8BITMIME).
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> Message:
@@ -38,11 +40,19 @@ class _Handler:
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
     # When set, every DATA is answered with this reply instead of 250.
     refuse_data: str | None = None
+    # When set, EHLO does not announce 8BITMIME (RFC 6152): a relay that only carries 7-bit data.
+    no_8bitmime: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     arrived: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:
         self.arrived = threading.Condition(self.lock)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [r for r in responses if not (self.no_8bitmime and r == "250-8BITMIME")]
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -60,7 +70,9 @@ class _Handler:
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
         with self.arrived:
-            self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), data))
+            self.received.append(
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), data, list(envelope.mail_options))
+            )
             self.arrived.notify_all()
         return "250 Message accepted for delivery"
 

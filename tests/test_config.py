@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,61 @@ def test_bad_environment_value_is_named() -> None:
         load_settings(environ={"PASSERELLE_DMARC__ENABLED": "perhaps"})
 
 
+@pytest.mark.parametrize(
+    ("value", "bad"),
+    [
+        ("registre", "registre"),
+        ("ok@gouv.example, registre@", "registre@"),
+        ("ok@gouv.example; autre@region.example", "ok@gouv.example; autre@region.example"),
+        ("Registre <ok@gouv.example>", "Registre <ok@gouv.example>"),
+    ],
+)
+def test_report_to_addresses_are_checked_at_load(tmp_path: Path, value: str, bad: str) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(f'[escalation]\nreport_to = "{value}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"'escalation\.report_to': {re.escape(repr(bad))} is not a mail address"):
+        load_settings(site, environ={})
+    with pytest.raises(ConfigError, match=r"escalation\.report_to"):
+        load_settings(environ={"PASSERELLE_ESCALATION__REPORT_TO": value})
+    with pytest.raises(ConfigError, match=r"escalation\.report_to.*empty address"):
+        load_settings(environ={"PASSERELLE_ESCALATION__REPORT_TO": "ok@gouv.example,,b@region.example"})
+
+
+def test_report_to_takes_one_address_or_several() -> None:
+    # What config/defaults.toml says: one address, or several separated by commas; empty: not mailed.
+    for value in ("", "registre@gouv.example", "registre@gouv.example, suivi@region.example"):
+        assert load_settings(environ={"PASSERELLE_ESCALATION__REPORT_TO": value}).escalation.report_to == value
+
+
 def test_missing_site_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_base_url_follows_the_web_port_unless_set() -> None:
+    # Links in mail (List-Archive, digests, sign-in links) must point where the archive really listens.
+    assert load_settings(environ={}).site.base_url == "http://127.0.0.1:8080"
+    moved = load_settings(environ={"PASSERELLE_WEB__PORT": "8081"})
+    assert moved.site.base_url == "http://127.0.0.1:8081"
+    assert moved.with_overrides({"web": {"port": 9090}}).site.base_url == "http://127.0.0.1:9090"
+    everywhere = load_settings(environ={"PASSERELLE_WEB__HOST": "0.0.0.0"})  # noqa: S104 - not bound here
+    assert everywhere.site.base_url == "http://localhost:8080"
+    assert load_settings(environ={"PASSERELLE_WEB__HOST": "::1"}).site.base_url == "http://[::1]:8080"
+    demo = load_settings(Path(__file__).resolve().parent.parent / "config" / "demo.toml",
+                         environ={"PASSERELLE_WEB__PORT": "8081"})
+    assert demo.site.base_url == "http://127.0.0.1:8081"
+    # An explicit base URL (a public site behind a proxy) is kept whatever the port.
+    public = load_settings(environ={"PASSERELLE_SITE__BASE_URL": "https://forum.example.org",
+                                    "PASSERELLE_WEB__PORT": "8081"})
+    assert public.site.base_url == "https://forum.example.org"
+    assert public.with_overrides({"web": {"port": 9090}}).site.base_url == "https://forum.example.org"
+
+
+def test_reply_to_policy_is_checked() -> None:
+    assert load_settings(environ={}).lists.reply_to == "list"
+    assert load_settings(environ={"PASSERELLE_LISTS__REPLY_TO": "author"}).lists.reply_to == "author"
+    with pytest.raises(ConfigError, match=r"'lists\.reply_to' must be one of list, author, both, got 'auteur'"):
+        load_settings(environ={"PASSERELLE_LISTS__REPLY_TO": "auteur"})
+    # The key moved from [dmarc] (it now applies to every copy): an old site file is told so by name.
+    with pytest.raises(ConfigError, match=r"unknown setting 'dmarc\.reply_to'"):
+        load_settings(environ={"PASSERELLE_DMARC__REPLY_TO": "list"})

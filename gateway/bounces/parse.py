@@ -664,6 +664,26 @@ def _recipient(
     )
 
 
+def relay_refusal(address: str, code: int, text: str, *, stage: str, sender: str = "") -> BouncedRecipient:
+    """The relay's permanent refusal of one copy (``code`` 5xx answered at ``stage`` "RCPT" or "DATA"), read
+    as a DSN with the same words would be: the same reason and the same hard/soft verdict, so a member's
+    bounce score does not depend on whether the refusal came back at once or later as a report.
+
+    ``sender``: our return path for that copy, so that a refusal quoting it ("550 <forum-bounces+...>
+    Domain is invalid") is read as a refusal of the sender, not of the member's mailbox.
+    """
+    if not 500 <= code < 600:
+        raise ValueError(f"a relay refusal is a 5xx reply, not {code}")
+    if stage not in _TRANSCRIPT_STAGES:
+        raise ValueError(f"unknown SMTP stage {stage!r}: one of {', '.join(_TRANSCRIPT_STAGES)}")
+    words = " ".join(text.split())
+    cand = _Candidate(
+        address=address.strip().strip("<>").lower(), diagnostic=f"{code} {words}"[:2000],
+        stage_hint=_TRANSCRIPT_STAGES[stage],
+    )
+    return _recipient(cand, context="", senders=frozenset({sender.lower()}) if sender else frozenset())
+
+
 def _dedupe(recipients: Iterable[BouncedRecipient]) -> tuple[BouncedRecipient, ...]:
     """One entry per address, keeping the most informative one."""
     seen: dict[str, BouncedRecipient] = {}
@@ -678,4 +698,4 @@ def _dedupe(recipients: Iterable[BouncedRecipient]) -> tuple[BouncedRecipient, .
     return tuple(seen.values())[:MAX_RECIPIENTS]
 
 
-__all__ = ["MAX_INPUT_BYTES", "BounceReport", "BouncedRecipient", "parse_bounce"]
+__all__ = ["MAX_INPUT_BYTES", "BounceReport", "BouncedRecipient", "parse_bounce", "relay_refusal"]

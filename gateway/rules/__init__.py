@@ -4,7 +4,8 @@ and runs the posting steps).
 
 Order matters: a loop must be caught before anything answers it; a bounce before the auto-reply check
 (bounces are often auto-submitted too, and must be scored, not just dropped); commands and owner mail
-before membership (strangers may subscribe and write to the owners).
+before membership (strangers may subscribe and write to the owners); an empty post before membership too (a
+stranger's blank mail is answered "nothing was posted", not queued for a moderator to look at nothing).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from gateway.context import MailContext
 from .autoreply import autoreply_rule
 from .base import KINDS, Decision, Rule
 from .bounce import bounce_rule
+from .empty import empty_rule
 from .loop import loop_rule
 from .membership import membership_rule
 from .owner import owner_rule
@@ -27,6 +29,7 @@ RULES: tuple[Rule, ...] = (
     size_rule,
     owner_rule,
     request_rule,
+    empty_rule,
     membership_rule,
 )
 

@@ -8,6 +8,7 @@ moderator already approved passes.
 from __future__ import annotations
 
 from gateway.context import MailContext
+from gateway.templates import Localised
 
 from .base import Decision
 
@@ -31,16 +32,20 @@ def membership_rule(ctx: MailContext) -> Decision | None:
     if sub is None or sub.status not in POSTING_STATUSES:
         if approved_by_moderator(ctx):
             return None
-        reason = f"{who} is not a member of {ctx.mailing_list.name}"
+        # Localised: the moderators and the sender read it in their own languages (gateway.templates.render).
+        title = ctx.mailing_list.title or ctx.mailing_list.name
         if ctx.settings.lists.hold_non_members:
-            return Decision("hold", reason)
-        return Decision("refuse", reason)
+            return Decision("hold", Localised("reason.non_member", sender=who, list=title))
+        request = ctx.settings.list_address(ctx.mailing_list.name, "-request")
+        return Decision("refuse", Localised(
+            "refuse.non_member", operator_text=f"{who} is not a member of {ctx.mailing_list.name}",
+            sender=who, request=request,
+        ))
     first_posts = int(ctx.settings.lists.hold_first_posts or 0)
     if first_posts and not sub.is_moderator and (sub.accepted_posts or 0) < first_posts:
         if approved_by_moderator(ctx):
             return None
         return Decision(
-            "hold", f"the first {first_posts} posts of a new member are checked by a moderator"
-            f" (this is post {(sub.accepted_posts or 0) + 1})",
+            "hold", Localised("reason.first_posts", count=first_posts, number=(sub.accepted_posts or 0) + 1),
         )
     return None

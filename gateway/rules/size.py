@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.context import MailContext
+from gateway.templates import Localised
 
 from .base import Decision
 from .membership import approved_by_moderator
@@ -15,4 +16,4 @@ def size_rule(ctx: MailContext) -> Decision | None:
         return None
     if approved_by_moderator(ctx):
         return None
-    return Decision("hold", f"the message is {size} bytes, over the list's limit of {limit} bytes")
+    return Decision("hold", Localised("reason.too_large", size=size, limit=limit))

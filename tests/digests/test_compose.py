@@ -128,7 +128,7 @@ def test_mail_structure_headers_and_links(db: Session, forum: dict, settings: Se
     assert msg["In-Reply-To"] is None and msg["References"] is None
     assert msg["Subject"].strip().startswith("[Forum] Résumé du 4 novembre 2026 : 5 sujets, 7 messages")
     text = msg.get_body(("plain",)).get_content()
-    assert "## Transport" in text and "### Nouveaux obstacles" in text and "### Sujets clos" in text
+    assert "## Transport" in text and "### Nouveaux sujets" in text and "### Sujets clos" in text
     assert "Issue : impossibilité juridique" in text and "Remonté au niveau européen" in text
     assert "… et 2 messages plus anciens dans la période" in text
     assert "http://archive.test/u/TOKEN" in text
@@ -171,11 +171,11 @@ def test_html_is_escaped(db: Session, forum: dict, settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("language", "heading", "subject_start"),
     [
-        ("fr", "Nouveaux obstacles", "[Forum] Résumé du"),
-        ("en", "New obstacles", "[Forum] Digest for"),
-        ("de", "Neue Hindernisse", "[Forum] Zusammenfassung vom"),
-        ("it", "Nuovi ostacoli", "[Forum] Riepilogo del"),
-        ("es", "Nuevos obstáculos", "[Forum] Resumen del"),
+        ("fr", "Nouveaux sujets", "[Forum] Résumé du"),
+        ("en", "New topics", "[Forum] Digest for"),
+        ("de", "Neue Themen", "[Forum] Zusammenfassung vom"),
+        ("it", "Nuovi argomenti", "[Forum] Riepilogo del"),
+        ("es", "Nuevos temas", "[Forum] Resumen del"),
     ],
 )
 def test_languages(db: Session, forum: dict, settings: Settings, language: str, heading: str,
@@ -197,7 +197,7 @@ def test_every_language_file_has_every_label() -> None:
         with (TEMPLATE_DIR / f"digest.{language}.toml").open("rb") as fh:
             assert set(tomllib.load(fh)) == keys, language
     # An unknown language reads English instead of failing.
-    assert Labels("xx")("group_new") == "New obstacles"
+    assert Labels("xx")("group_new") == "New topics"
 
 
 def test_empty_digest_is_refused(db: Session, forum: dict, settings: Settings) -> None:
@@ -222,3 +222,50 @@ def test_now_is_used_for_dates_not_the_wall_clock(db: Session, forum: dict, sett
     assert msg["Date"].datetime == (DAY.until + timedelta(minutes=1)).replace(tzinfo=UTC)
 
 
+
+
+@pytest.mark.parametrize(
+    ("language", "obstacles", "practices", "topics"),
+    [
+        ("fr", "Nouveaux obstacles", "Nouvelles bonnes pratiques", "Nouveaux sujets"),
+        ("en", "New obstacles", "New good practices", "New topics"),
+        ("de", "Neue Hindernisse", "Neue Beispiele guter Praxis", "Neue Themen"),
+        ("it", "Nuovi ostacoli", "Nuove buone pratiche", "Nuovi argomenti"),
+        ("es", "Nuevos obstáculos", "Nuevas buenas prácticas", "Nuevos temas"),
+    ],
+)
+def test_new_topics_grouped_by_the_kind_of_their_sheet(
+    db: Session, forum: dict, settings: Settings, language: str, obstacles: str, practices: str, topics: str
+) -> None:
+    """A new topic is announced as an obstacle or a good practice only once a moderator made a sheet of that
+    kind from it (#sheet); the UAT's weekly digest listed a good practice under "Neue Hindernisse"."""
+    from gateway.sheets import create_sheet_from_topic
+
+    moderator = forum["hans"]
+    guichet, _ = make_topic(db, forum["list"], "Bonne pratique : un guichet commun", at=IN,
+                            author=moderator, category=forum["transport"], text="Notre guichet commun.")
+    s2, _ = make_topic(db, forum["list"], "Autorisation préalable S2", at=IN, author=moderator,
+                       category=forum["transport"], text="Le formulaire S2 est exigé.")
+    create_sheet_from_topic(db, settings, guichet, "practice", moderator, now=IN + timedelta(hours=1))
+    create_sheet_from_topic(db, settings, s2, "obstacle", moderator, now=IN + timedelta(hours=1))
+    db.flush()
+
+    grouped = {name: {g: [t.subject for t in ts] for g, ts in groups} for name, groups in
+               _content(db, forum, settings).grouped()}
+    assert grouped["Transport"] == {
+        "new_obstacle": ["Autorisation préalable S2"],
+        "new_practice": ["Bonne pratique : un guichet commun"],
+        "new": ["Covoiturage transfrontalier"],
+        "closed": ["Permis frontalier"],
+    }
+
+    msg = _build(settings, forum, _content(db, forum, settings), language=language)
+    text = msg.get_body(("plain",)).get_content()
+    html_part = msg.get_body(("html",)).get_content()
+    for heading, subject in ((obstacles, "Autorisation préalable S2"), (practices, "Bonne pratique"),
+                             (topics, "Covoiturage transfrontalier")):
+        # Each topic right under its own heading, in both alternatives.
+        section = text.split(f"### {heading}\n", 1)[1].split("###", 1)[0]
+        assert subject in section, (heading, section)
+        assert f">{heading}</h3>" in html_part
+    assert text.index(obstacles) < text.index(practices) < text.index(f"### {topics}")

@@ -190,8 +190,9 @@ def test_a_week_of_digests(db: Session, week: dict, settings: Settings,
     assert nov3["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "/u/" in nov3["List-Unsubscribe"] and "mailto:forum-request@forum.test" in nov3["List-Unsubscribe"]
     text = nov3.get_body(("plain",)).get_content()
-    # Window [11-02 06:00Z, 11-03 06:00Z): the transport topic, new, with its first message and the reply.
-    assert "## Transport" in text and "### Nouveaux obstacles" in text
+    # Window [11-02 06:00Z, 11-03 06:00Z): the transport topic, new (no sheet says what kind), with its first
+    # message and the reply.
+    assert "## Transport" in text and "### Nouveaux sujets" in text
     assert "Premier message sur transport." in text and "Réponse sur transport." in text
     assert "Santé" not in text
 
@@ -199,7 +200,7 @@ def test_a_week_of_digests(db: Session, week: dict, settings: Settings,
                 if b"digest.daily.2026-11-04." in r.data)
     text = nov4.get_body(("plain",)).get_content()
     # [11-03 06:00Z, 11-04 06:00Z): the new Santé topic, the transport topic closed; the muted one absent.
-    assert "### Nouveaux obstacles" in text and "Sujet sante" in text and "### Sujets clos" in text
+    assert "### Nouveaux sujets" in text and "Sujet sante" in text and "### Sujets clos" in text
     assert "Sujet muted" not in text
 
     weekly = next(message_from_bytes(r.data, policy=policy.default) for r in received
@@ -209,7 +210,7 @@ def test_a_week_of_digests(db: Session, week: dict, settings: Settings,
     assert weekly["Subject"].strip() == "[Forum] Wochenzusammenfassung bis 9. November 2026: 4 Themen, 6 Nachrichten"
     # [11-02 06:00Z, 11-09 06:00Z) in German: everything of the week, the muted topic included (not muted by
     # this member); the escalation of 11-08 23:00Z is in it too.
-    for heading in ("## Transport", "## Santé", "## Ohne Kategorie", "### Neue Hindernisse",
+    for heading in ("## Transport", "## Santé", "## Ohne Kategorie", "### Neue Themen",
                     "### Geschlossene Themen", "### Weitergeleitete Hindernisse"):
         assert heading in text, heading
     assert "Sujet muted" in text

@@ -46,25 +46,65 @@ def test_split_message_copes_with_lf_mbox_lines_and_missing_blank_line() -> None
     assert split_message(b"") == ([], b"")
 
 
-def test_copy_with_dmarc_rewrite_and_reply_to_policies(settings: Settings) -> None:
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def test_plain_copy_replies_go_to_the_list_and_the_author_stays_in_from(settings: Settings) -> None:
+    # The default (lists.reply_to = "list"): "Reply" in any client, Outlook included, posts to the forum.
+    assert settings.lists.reply_to == "list"
+    msg = message_from_bytes(build_post_copy(settings, make_mail(), INFO, author_name="Camille Martin",
+                                             author_addr=AUTHOR, rewrite_from=False))
+    assert msg.get_all("Reply-To") == ["forum@forum.test"]
+    assert msg["From"] == f"Camille Martin <{AUTHOR}>"
+    assert msg["Cc"] is None
+
+
+def test_dmarc_rewritten_copy_replies_to_the_list_with_the_author_in_cc(settings: Settings) -> None:
+    raw = make_mail(sender_name="Zoë Müller",
+                    extra_headers=(("Sender", f"<{AUTHOR}>"), ("Cc", "hans@landkreis.example")))
+    data = build_post_copy(settings, raw, INFO, author_name="Zoë Müller", author_addr=AUTHOR, rewrite_from=True)
+    msg = message_from_bytes(data)
+    assert str(make_header(decode_header(msg["From"]))) == "Zoë Müller via Forum transfrontalier <forum@forum.test>"
+    assert msg.get_all("Reply-To") == ["forum@forum.test"]
+    # Mailman's munge_from with reply-to-list: the author in Cc, after the original's own Cc.
+    [cc] = msg.get_all("Cc")
+    assert str(make_header(decode_header(cc))) == f"hans@landkreis.example, Zoë Müller <{AUTHOR}>"
+    assert msg["Sender"] is None and len(msg.get_all("From")) == 1
+    # Building a copy of the copy (a message coming round again) adds neither the list nor the author twice.
+    again = message_from_bytes(build_post_copy(settings, data, INFO, author_name="Zoë Müller", author_addr=AUTHOR,
+                                               rewrite_from=True))
+    assert again.get_all("Reply-To") == ["forum@forum.test"]
+    assert len(again.get_all("Cc")) == 1 and _one_line(again["Cc"]).count(AUTHOR) == 1
+
+
+def test_copy_reply_to_policies(settings: Settings) -> None:
     raw = make_mail(sender_name="Zoë Müller", extra_headers=(("Sender", f"<{AUTHOR}>"),))
-    for policy, expected in (
-        ("author", "=?utf-8?q?Zo=C3=AB_M=C3=BCller?= <camille.martin@eurometropole.example>"),
-        ("list", "forum@forum.test"),
-        ("both", "=?utf-8?q?Zo=C3=AB_M=C3=BCller?= <camille.martin@eurometropole.example>, forum@forum.test"),
+    author = "=?utf-8?q?Zo=C3=AB_M=C3=BCller?= <camille.martin@eurometropole.example>"
+    for policy, rewrite, reply_to, cc in (
+        ("author", True, author, None),
+        ("author", False, None, None),
+        ("list", True, "forum@forum.test", author),
+        ("list", False, "forum@forum.test", None),
+        ("both", True, f"{author}, forum@forum.test", None),
+        ("both", False, f"{author}, forum@forum.test", None),
     ):
-        s = settings.with_overrides({"dmarc": {"reply_to": policy}})
+        s = settings.with_overrides({"lists": {"reply_to": policy}})
         msg = message_from_bytes(build_post_copy(s, raw, INFO, author_name="Zoë Müller", author_addr=AUTHOR,
-                                                 rewrite_from=True))
-        assert str(make_header(decode_header(msg["From"]))) == "Zoë Müller via Forum transfrontalier <forum@forum.test>"
-        assert " ".join(msg["Reply-To"].split()) == expected
-        assert msg["Sender"] is None
+                                                 rewrite_from=rewrite))
+        assert (None if msg["Reply-To"] is None else _one_line(msg["Reply-To"])) == reply_to, (policy, rewrite)
+        assert (None if msg["Cc"] is None else _one_line(msg["Cc"])) == cc, (policy, rewrite)
         assert len(msg.get_all("From")) == 1
+        if rewrite:
+            assert str(make_header(decode_header(msg["From"]))).endswith("via Forum transfrontalier <forum@forum.test>")
+            assert msg["Sender"] is None
+        else:
+            assert f"<{AUTHOR}>" in str(msg["From"]) and "via" not in str(msg["From"])
 
 
 def test_copy_keeps_the_authors_own_reply_to_and_adds_prefix_and_assigned_id(settings: Settings) -> None:
     raw = make_mail(message_id=None, extra_headers=(("Reply-To", "Secrétariat <secretariat@eurometropole.example>"),))
-    s = settings.with_overrides({"lists": {"subject_prefix": "[Forum]"}})
+    s = settings.with_overrides({"lists": {"subject_prefix": "[Forum]", "reply_to": "author"}})
     data = build_post_copy(s, raw, INFO, author_name="Camille", author_addr=AUTHOR, rewrite_from=True,
                            add_message_id=True)
     msg = message_from_bytes(data)
@@ -75,6 +115,14 @@ def test_copy_keeps_the_authors_own_reply_to_and_adds_prefix_and_assigned_id(set
     assert msg["Message-ID"] == "<m1@x.example>"
     again = build_post_copy(s, data, INFO, author_name="Camille", author_addr=AUTHOR, rewrite_from=False)
     assert message_from_bytes(again)["Subject"] == "[Forum] Travailleurs frontaliers : double imposition"
+    # With replies to the list (the default), the author's own Reply-To stays in front of the list's, as
+    # written, and the author's From address goes into Cc of the rewritten copy.
+    data = build_post_copy(settings, raw, INFO, author_name="Camille", author_addr=AUTHOR, rewrite_from=True)
+    assert "\r\nReply-To: Secrétariat <secretariat@eurometropole.example>, forum@forum.test\r\n".encode() in data
+    assert message_from_bytes(data)["Cc"] == f"Camille <{AUTHOR}>"
+    plain = build_post_copy(settings, raw, INFO, author_name="Camille", author_addr=AUTHOR, rewrite_from=False)
+    assert "\r\nReply-To: Secrétariat <secretariat@eurometropole.example>, forum@forum.test\r\n".encode() in plain
+    assert message_from_bytes(plain)["Cc"] is None
 
 
 def test_copy_of_an_edited_post_carries_the_archived_text(settings: Settings) -> None:

@@ -225,10 +225,11 @@ def test_real_bounce_to_verp_address_is_scored_not_posted(
         assert events and all(e.inbound_id == 1 for e in events)
 
 
+@pytest.mark.parametrize("reply_to", ["list", "author"])
 def test_dmarc_strict_author_domain_gets_from_rewritten(
-    fast_settings: Settings, session_factory: sessionmaker[Session], forum: Forum, smtp_sink: SmtpSink
+    fast_settings: Settings, session_factory: sessionmaker[Session], forum: Forum, smtp_sink: SmtpSink, reply_to: str
 ) -> None:
-    settings = fast_settings.with_overrides({"dmarc": {"enabled": True, "reply_to": "author"}})
+    settings = fast_settings.with_overrides({"dmarc": {"enabled": True}, "lists": {"reply_to": reply_to}})
     resolver = StubResolver({"_dmarc.eurometropole.example": ["v=DMARC1; p=reject; rua=mailto:d@x.example"]})
     with GatewayService(settings, session_factory, resolver=resolver) as svc:
         send(svc.smtp_port, make_mail())
@@ -240,11 +241,18 @@ def test_dmarc_strict_author_domain_gets_from_rewritten(
         if msg["Message-ID"] == "<m1@eurometropole.example>":
             rewritten = str(make_header(decode_header(msg["From"])))
             assert rewritten == "Camille Martin via Forum transfrontalier <forum@forum.test>"
-            assert msg["Reply-To"] == f"Camille Martin <{AUTHOR}>"
+            if reply_to == "list":
+                # "Reply" posts to the forum; the author, hidden from From, is in Cc for a private answer.
+                assert msg["Reply-To"] == "forum@forum.test"
+                assert msg["Cc"] == f"Camille Martin <{AUTHOR}>"
+            else:
+                assert msg["Reply-To"] == f"Camille Martin <{AUTHOR}>"
+                assert msg["Cc"] is None
         else:
             # landkreis.example publishes no DMARC record: From kept.
             assert msg["From"] == f"Hans Weber <{READERS[0]}>"
-            assert msg["Reply-To"] is None
+            assert msg["Reply-To"] == ("forum@forum.test" if reply_to == "list" else None)
+            assert msg["Cc"] is None
     assert "_dmarc.eurometropole.example" in resolver.queries
 
 

@@ -117,6 +117,36 @@ def test_null_sender_is_accepted(listener: GatewayService, session_factory: sess
     assert row.envelope_from == ""
 
 
+def test_paths_plain_and_unusual_are_read_alike(
+    listener: GatewayService, session_factory: sessionmaker[Session]
+) -> None:
+    """The plain "<local@domain>" paths (read without the full RFC 5322 parser) and the unusual ones (quoted
+    local part, a comment after the path, parameters after white space) give the same envelope."""
+    commands = [
+        ("MAIL FROM:<camille.martin@eurometropole.example>", "RCPT TO:<forum@forum.test>"),
+        ("MAIL FROM:<camille.martin@eurometropole.example> BODY=8BITMIME", "RCPT TO:<Forum@Forum.Test>  "),
+        ('MAIL FROM:<"camille martin"@eurometropole.example>', "RCPT TO:<forum@forum.test> (the list)"),
+        ("MAIL FROM:<o'brien+tag@eurometropole.example>\tSIZE=900", "RCPT TO:<forum-bounces+a=b.example@forum.test>"),
+    ]
+    with smtplib.SMTP("127.0.0.1", listener.smtp_port, timeout=10) as client:
+        client.ehlo("client.test")
+        for mail, rcpt in commands:
+            assert client.docmd(mail)[0] == 250, mail
+            assert client.docmd(rcpt)[0] == 250, rcpt
+            assert client.docmd("DATA")[0] == 354
+            client.send(make_mail().replace(b"\r\n.", b"\r\n..") + b".\r\n")
+            assert client.getreply()[0] == 250
+        assert client.docmd("MAIL FROM:<@eurometropole.example>")[0] == 553
+    rows = _spool(session_factory)
+    assert [(r.envelope_from, r.envelope_to) for r in rows] == [
+        (AUTHOR, [LIST]),
+        (AUTHOR, ["Forum@Forum.Test"]),
+        ('"camille martin"@eurometropole.example', [LIST]),
+        ("o'brien+tag@eurometropole.example", ["forum-bounces+a=b.example@forum.test"]),
+    ]
+    assert all(r.raw == make_mail() for r in rows)
+
+
 def test_oversize_refused_at_mail_and_during_data(
     listener: GatewayService, session_factory: sessionmaker[Session]
 ) -> None:

@@ -3,6 +3,7 @@ processing fails rolls back alone, the rows around it are archived and fanned ou
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -11,6 +12,7 @@ from gateway.worker import process_pending
 from passerelle.config import Settings
 from passerelle.db import session_scope
 from passerelle.models import InboundMessage, Message, OutboxMessage, ThreadRef, Topic
+from passerelle.search import SearchQuery, index_message, search_messages
 from tests.factories import T0
 from tests.gateway.conftest import AUTHOR, LIST, READERS, Forum, make_mail
 
@@ -72,3 +74,45 @@ def test_a_failing_row_rolls_back_alone_and_the_others_are_archived(
         assert session.get(ThreadRef, BAD_ID) is None
         copies = sorted((o.message_pk, o.recipient) for o in session.scalars(select(OutboxMessage)))
         assert copies == sorted((m.id, r) for m in messages.values() for r in READERS)
+
+
+def test_a_batch_yields_to_waiting_smtp_commits_and_loses_nothing(
+    settings: Settings, session_factory: sessionmaker[Session], forum: Forum, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an SMTP commit always waiting, every batch ends after its first row: each row is its own
+    transaction, and every one is still archived once with its copies."""
+    import gateway.worker as worker
+
+    monkeypatch.setattr(worker, "BATCH_YIELD_SECONDS", 0.0)
+    f = session_factory
+    ids = [_spool(f, make_mail(subject="Stationnement résidentiel", message_id=f"y{i}@eurometropole.example"))
+           for i in range(4)]
+    asked: list[bool] = []
+
+    def waiting() -> bool:
+        asked.append(True)
+        return True
+
+    assert process_pending(settings, f, now=T0, yield_to=waiting) == len(ids)
+    with session_scope(f) as session:
+        assert [r.status for r in session.scalars(select(InboundMessage).order_by(InboundMessage.id))] == ["done"] * 4
+        assert session.scalar(select(func.count()).select_from(Message)) == 4
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 4 * len(READERS)
+    # SQLite batches asked after each row but the last; PostgreSQL runs one row per transaction anyway.
+    assert len(asked) in (0, len(ids) - 1)
+
+
+def test_the_search_entry_of_a_post_is_replaced_not_doubled(
+    settings: Settings, session_factory: sessionmaker[Session], forum: Forum
+) -> None:
+    f = session_factory
+    _spool(f, make_mail(subject="Navette transfrontalière", message_id="idx@eurometropole.example"))
+    assert process_pending(settings, f, now=T0) == 1
+    with session_scope(f) as session:
+        message = session.scalar(select(Message))
+        assert len(search_messages(session, SearchQuery(text="transfrontalière", see_everything=True)).hits) == 1
+        message.subject = "Parking relais"
+        index_message(session, message, body="Horaires du parking relais")
+    with session_scope(f) as session:
+        assert not search_messages(session, SearchQuery(text="transfrontalière", see_everything=True)).hits
+        assert len(search_messages(session, SearchQuery(text="relais", see_everything=True)).hits) == 1

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from digests.scheduler import default_jobs, run_all_once
 from gateway.commands import intercept_post
 from passerelle import escalations as esc
-from passerelle.config import Settings
+from passerelle.config import ConfigError, Settings
 from passerelle.models import Escalation, EscalationNote, OutboxMessage, Topic
 from tests.gateway.command_util import make_ctx, raw_mail
 from tests.gateway.dkim_util import sign
@@ -25,6 +25,15 @@ from tests.sheets.conftest import MOD, Network
 
 NOW = datetime(2026, 10, 14, 9, 0, tzinfo=UTC)
 REPORT_TO = "coordination@gouv.example"
+
+
+@pytest.fixture
+def network(network: Network, db: Session) -> Network:
+    """The network, its closed topic an obstacle still to be solved ("study-needed"): a topic closed as
+    solved is not escalated (passerelle.escalations.SolvedTopicError, tests/sheets/test_solved_topics.py)."""
+    network.topic.outcome = "study-needed"
+    db.commit()
+    return network
 
 
 def test_escalate_follow_up_and_topic_level(db: Session, network: Network) -> None:
@@ -99,8 +108,11 @@ def test_report_periods_in_the_site_time_zone(every: str, now: datetime, key: st
 def test_bad_report_settings(settings: Settings, session_factory: sessionmaker[Session]) -> None:
     with pytest.raises(esc.EscalationError, match="weekly, monthly"):
         esc.report_period("fortnightly", NOW, "UTC")
-    odd = settings.with_overrides({"escalation": {"report_to": "not an address, ok@gouv.example"}})
-    assert esc.report_recipients(odd) == ["ok@gouv.example"]
+    # A bad address in escalation.report_to stops the configuration from loading (tests/test_config.py).
+    with pytest.raises(ConfigError, match=r"escalation\.report_to.*'not an address'"):
+        settings.with_overrides({"escalation": {"report_to": "not an address, ok@gouv.example"}})
+    several = settings.with_overrides({"escalation": {"report_to": " Ok@Gouv.example,second@region.example "}})
+    assert esc.report_recipients(several) == ["ok@gouv.example", "second@region.example"]
     assert esc.send_register_reports(settings, session_factory, now=NOW).disabled
 
 

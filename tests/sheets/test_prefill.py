@@ -26,15 +26,16 @@ def test_prefill_from_the_topic(db: Session, network: Network) -> None:
     assert data["category"] == "Emploi et formation"
     assert data["solution_status"] == "found"  # closed as solved
     assert data["level"] == ""
-    # The obstacle is the first message's own words: no signature.
-    assert data["obstacle"].startswith("Bonjour,\n\nNos apprentis allemands")
+    # The obstacle is the first message's own words: no salutation, no signature.
+    assert data["obstacle"].startswith("Nos apprentis allemands")
     assert "Eurométropole de Strasbourg" not in data["obstacle"]
-    # The solution: the closing messages, trimmed like the corpus' ground truth says.
-    assert network.french_kept in data["solution"]
+    # The solution: the answer of someone other than the author, trimmed like the corpus' ground truth says;
+    # the author's own "C'est super !" is no solution.
     assert network.german_kept in data["solution"]
+    assert network.french_kept not in data["solution"]
     assert "Discourse c'est top" not in data["solution"]  # quoted text left out
     assert "K-9 Mail" not in data["solution"]  # mobile signature left out
-    assert "— Jean Dupont, Eurométropole de Strasbourg (2026-09-07)" in data["solution"]
+    assert data["solution"].startswith("— Anna Müller, Stadt Kehl (2026-09-07)\n")
     # Legal references, in the order the messages name them.
     assert data["legal_references"].splitlines() == [
         "article L. 6222-1 du code du travail", "directive 2005/36/CE", "règlement (CE) n° 883/2004",
@@ -58,7 +59,8 @@ def test_only_messages_before_the_close_are_the_solution(db: Session, network: N
                           start=T_OPEN, with_raw=False)
     _t, data = sheets.prefill(db, single)
     assert data["solution"].endswith("Nur eine Frage.")
-    assert data["countries"] == ["DE"] and data["border"] == "DE-FR" and data["category"] == ""
+    # The author's organisation is on the French-German border: the obstacle is too.
+    assert data["countries"] == ["DE", "FR"] and data["border"] == "DE-FR" and data["category"] == ""
 
 
 def test_legal_references_in_several_languages() -> None:

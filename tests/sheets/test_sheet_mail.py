@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.command_parse import phrase
 from gateway.commands import intercept_post
+from gateway.sheets import set_status
 from passerelle.config import Settings
 from passerelle.models import ModerationAction, PendingConfirmation, Sheet
 from tests.gateway.command_util import body_of, make_ctx, outbox, raw_mail
@@ -37,17 +40,37 @@ def test_sheet_command_makes_a_prefilled_draft_and_answers(db: Session, settings
     assert sheet is not None and sheet.kind == "obstacle" and sheet.status == "draft"
     assert sheet.topic_id == network.topic.id and sheet.created_at == NOW
     assert sheet.title == "Apprentissage transfrontalier : contrat non reconnu"
-    assert sheet.data["border"] == "DE-FR" and network.french_kept in sheet.data["solution"]
+    assert sheet.data["border"] == "DE-FR" and network.german_kept in sheet.data["solution"]
     answer = body_of(outbox(db, MOD)[-1])
     assert f"http://archive.test/sheets/{sheet.id}" in answer
     assert "Obstacle/Solution" in answer
     action = db.scalar(select(ModerationAction).where(ModerationAction.action == "sheet"))
     assert action is not None and action.via == "mail" and action.actor_id == network.mod.id
 
-    # The same command again (a resent mail, another moderator): still one sheet, the same address.
+    assert "a été créée" in answer and f"brouillon n° {sheet.id}" in answer
+
+    # The same command again (a resent mail, another moderator): still one sheet, the same address, and the
+    # answer says the sheet was found, not made (nor that a published sheet is a draft).
+    set_status(db, sheet, "published", network.mod, now=NOW)
     reply(db, settings, network, "#fiche obstacle\n", n=2)
     assert len(db.scalars(select(Sheet)).all()) == 1
-    assert f"/sheets/{sheet.id}" in body_of(outbox(db, MOD)[-1])
+    again = body_of(outbox(db, MOD)[-1])
+    assert f"http://archive.test/sheets/{sheet.id}" in again
+    assert "a déjà une fiche Obstacle/Solution" in again and "publiée" in again
+    assert "créée" not in again and "brouillon" not in again
+    actions = db.scalars(select(ModerationAction).where(ModerationAction.action == "sheet")).all()
+    assert len(actions) == 1
+
+
+@pytest.mark.parametrize("language", ["fr", "en", "de", "it", "es"])
+def test_existing_sheet_phrases_in_every_language(language: str) -> None:
+    created = phrase("sheet.done", language, kind="K", sheet=7, id=3, url="http://archive.test/sheets/7")
+    draft, published = (phrase(f"sheet.status.{s}", language) for s in ("draft", "published"))
+    assert draft != published
+    for status in (draft, published):
+        found = phrase("sheet.exists", language, kind="K", sheet=7, id=3, url="http://archive.test/sheets/7",
+                       status=status)
+        assert "http://archive.test/sheets/7" in found and status in found and found != created
 
 
 def test_practice_sheet_in_other_languages(db: Session, settings: Settings, network: Network) -> None:

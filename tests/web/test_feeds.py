@@ -100,8 +100,11 @@ def test_mbox_escapes_from_lines_and_rebuilds_missing_originals(client: FlaskCli
 def test_private_mbox_refused_to_public(client: FlaskClient, forum: Forum) -> None:
     for path in (f"/t/{forum.private_topic_id}/mbox", f"/c/{forum.private_category_id}/mbox"):
         r = client.get(path)
-        assert r.status_code == 404 and b"Xavier" not in r.data
+        # It exists (its title is public) but is for members: 403 with a way to sign in, never the content.
+        assert r.status_code == 403 and b"Xavier" not in r.data
+        assert f'href="/login?next=/{path[1]}/'.encode() in r.data
     assert client.get(f"/c/{forum.public_category_id}/mbox").status_code == 200
+    assert client.get("/t/999999/mbox").status_code == 404 and client.get("/c/999999/mbox").status_code == 404
 
 
 def test_private_mbox_for_members(client: FlaskClient, forum: Forum) -> None:

@@ -68,7 +68,7 @@ def test_each_chart_is_an_svg_image(client: FlaskClient, closed: Forum, figure: 
 
 
 def test_csv_parses_back(client: FlaskClient, closed: Forum) -> None:
-    rows = list(csv.DictReader(io.StringIO(client.get("/overview.csv").get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(client.get("/overview.csv").data.decode("utf-8-sig"))))
     values = {(r["figure"], r["label"], r["measure"]): r["value"] for r in rows}
     assert values[("totals", "all", "topics")] == "2"
     assert values[("months", "2026-11", "opened")] == "2" and values[("months", "2026-11", "closed")] == "1"
@@ -76,20 +76,20 @@ def test_csv_parses_back(client: FlaskClient, closed: Forum) -> None:
     assert values[("countries", "FR", "topics")] == "2" and values[("borders", "DE-FR", "topics")] == "2"
     assert values[("timings", "resolution", "median_hours")] == "120.0"
     assert values[("organisations", "Stadt Kehl", "messages")] == "2"
-    months = list(csv.DictReader(io.StringIO(client.get("/overview/months.csv").get_data(as_text=True))))
+    months = list(csv.DictReader(io.StringIO(client.get("/overview/months.csv").data.decode("utf-8-sig"))))
     assert months == [{"month": "2026-11", "opened": "2", "closed": "1"}]
     r = client.get("/overview/organisations.csv")
     assert r.headers["Content-Disposition"] == 'attachment; filename="overview-organisations.csv"'
-    orgs = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+    orgs = list(csv.DictReader(io.StringIO(r.data.decode("utf-8-sig"))))
     assert {o["organisation"] for o in orgs} == {"Eurométropole de Strasbourg", "Stadt Kehl"}
     assert not any(w in r.get_data(as_text=True) for w in PRIVATE_WORDS)
 
 
 def test_scope_parameters(client: FlaskClient, closed: Forum) -> None:
-    rows = list(csv.DictReader(io.StringIO(client.get("/overview.csv?from=2026-12").get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(client.get("/overview.csv?from=2026-12").data.decode("utf-8-sig"))))
     assert {(r["figure"], r["measure"]): r["value"] for r in rows}[("totals", "topics")] == "0"
     rows = list(csv.DictReader(io.StringIO(
-        client.get(f"/overview/months.csv?list={closed.list_id}&from=2026-11&to=2026-11").get_data(as_text=True))))
+        client.get(f"/overview/months.csv?list={closed.list_id}&from=2026-11&to=2026-11").data.decode("utf-8-sig"))))
     assert rows[0]["opened"] == "2"
     assert "No data yet" in client.get("/overview/chart/months.svg?from=2030-01").get_data(as_text=True)
 
@@ -120,7 +120,7 @@ def test_hostile_names_stay_text(client: FlaskClient, closed: Forum, db: Session
     svg = client.get("/overview/chart/categories.svg").get_data(as_text=True)
     assert "<script>alert(1)" not in svg
     ET.fromstring(svg)  # noqa: S314 - still well-formed XML: the name is escaped text
-    rows = list(csv.DictReader(io.StringIO(client.get("/overview/organisations.csv").get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(client.get("/overview/organisations.csv").data.decode("utf-8-sig"))))
     assert any(r["organisation"].startswith("'=HYPERLINK") for r in rows)
 
 
@@ -138,11 +138,11 @@ def test_empty_forum(client: FlaskClient, db: Session) -> None:
 
 def test_figures_are_computed_once_for_a_page_view(client: FlaskClient, closed: Forum, db: Session, clock) -> None:
     """The page, its six charts and the CSV come from one computation, kept five minutes."""
-    first = client.get("/overview.csv").get_data(as_text=True)
+    first = client.get("/overview.csv").data.decode("utf-8-sig")
     topic = db.get(Topic, closed.private_topic_id)
     topic.status, topic.outcome, topic.closed_at = "closed", "no-action", NOW  # type: ignore[union-attr]
     db.commit()
-    assert client.get("/overview.csv").get_data(as_text=True) == first
+    assert client.get("/overview.csv").data.decode("utf-8-sig") == first
     clock.advance(seconds=301)
-    rows = list(csv.DictReader(io.StringIO(client.get("/overview.csv").get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(client.get("/overview.csv").data.decode("utf-8-sig"))))
     assert {(r["figure"], r["measure"]): r["value"] for r in rows}[("totals", "closed")] == "2"

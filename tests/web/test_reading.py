@@ -176,8 +176,9 @@ def test_raw_message_private(client: FlaskClient, member_client: FlaskClient, fo
 
 def test_raw_message_refused_to_public(app, forum: Forum) -> None:
     r = english_client(app).get(f"/m/t{forum.private_topic_id}.0@test.example/raw")
-    assert r.status_code == 404
-    assert b"Xavier" not in r.data and b"sign in" in r.data
+    assert r.status_code == 403
+    assert b"Xavier" not in r.data and b"sign in" in r.data and b'href="/login?next=/m/' in r.data
+    assert english_client(app).get("/m/nope@test.example/raw").status_code == 404
 
 
 def test_attachment_served_as_download(client: FlaskClient, forum: Forum) -> None:
@@ -195,7 +196,7 @@ def test_attachment_served_as_download(client: FlaskClient, forum: Forum) -> Non
 def test_private_attachment(client: FlaskClient, forum: Forum) -> None:
     path = f"/a/{forum.private_attachment_id}/dossier.txt"
     r = client.get(path)
-    assert r.status_code == 404 and b"secret medical" not in r.data
+    assert r.status_code == 403 and b"secret medical" not in r.data
     from tests.web.conftest import sign_in
 
     sign_in(client, forum.member_id)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import random
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from passerelle.models import Category, MailingList, Member
+from passerelle import search as search_module
+from passerelle.models import Category, MailingList, Member, Message
 from passerelle.search import (
     SearchError,
     SearchQuery,
@@ -176,3 +179,109 @@ def test_search_page_bad_criteria(client: FlaskClient, forum: Forum) -> None:
         r = client.get(f"/search?{qs}")
         assert r.status_code == 400, qs
         assert "<h1>Bad request</h1>" in r.get_data(as_text=True)
+
+
+def _walk_archive(db: Session, forum: Forum) -> dict[str, list[tuple[datetime, int, str]]]:
+    """Topics whose ids do not follow their dates (shuffled, then an old archive imported last, and two
+    topics started at the same second), in a public category and in a titles-only one. Returns what each
+    reader must find for "archivage", newest first: (date, pk, Message-ID)."""
+    ml = db.get(MailingList, forum.list_id)
+    public = db.get(Category, forum.public_category_id)
+    titles = db.get(Category, forum.private_category_id)
+    member = db.get(Member, forum.member_id)
+    days = list(range(1, 26))
+    random.Random(7).shuffle(days)
+    plan = [(public, f"Sujet {d}", NOW - timedelta(days=d)) for d in days]
+    plan += [(titles, f"Privé {d}", NOW - timedelta(days=d, hours=5)) for d in days[:8]]
+    plan += [(titles, "Archivage des dossiers", NOW - timedelta(days=3, hours=1))]
+    plan += [(public, f"Ancien {d}", NOW - timedelta(days=4000 + d)) for d in range(10)]
+    same = NOW - timedelta(days=2, minutes=30)
+    plan += [(public, "Même seconde A", same), (titles, "Archivage même seconde", same)]
+    public_hits: list[tuple[datetime, int, str]] = []
+    member_hits: list[tuple[datetime, int, str]] = []
+    for category, subject, start in plan:
+        _topic, msgs = add_topic(db, ml, category, subject, [(member, "archivage du courrier"),
+                                                             (member, "Re: archivage, suite")],
+                                 start=start, with_raw=False)
+        for msg in msgs:
+            hit = (msg.date.replace(tzinfo=None), msg.id, msg.message_id)
+            member_hits.append(hit)
+            # A public reader sees a titles-only topic only when its title matches, through its first message.
+            if category is public or (msg is msgs[0] and "Archivage" in subject):
+                public_hits.append(hit)
+    db.commit()
+    return {
+        "public": sorted(public_hits, reverse=True),
+        "member": sorted(member_hits, reverse=True),
+    }
+
+
+def _all_pages(db: Session, query: SearchQuery) -> list[str]:
+    got: list[str] = []
+    for page_number in range(1, 100):
+        page = search_messages(db, replace(query, page=page_number))
+        got += [h.message_id for h in page.hits]
+        assert len(page.hits) == query.page_size or not page.has_next
+        if not page.has_next:
+            return got
+    raise AssertionError("too many pages")
+
+
+@pytest.mark.parametrize("rounds", ["small", "default"])
+def test_newest_first_pages_when_ids_do_not_follow_dates(
+    db: Session, forum: Forum, monkeypatch: pytest.MonkeyPatch, rounds: str
+) -> None:
+    # SQLite reads the index's matches by descending id a round at a time: small rounds make every page
+    # need several, across the shuffled, imported-late and same-second topics.
+    if rounds == "small":
+        monkeypatch.setattr(search_module, "_WALK_FIRST", 2)
+        monkeypatch.setattr(search_module, "_WALK_MOST", 4)
+    expected = _walk_archive(db, forum)
+    for page_size in (1, 3, 7, 200):
+        assert _all_pages(db, SearchQuery(text="archivage", page_size=page_size)) == [
+            mid for _d, _pk, mid in expected["public"]]
+        assert _all_pages(db, member_query(forum, text="archivage", page_size=page_size)) == [
+            mid for _d, _pk, mid in expected["member"]]
+    # Titles only, and a criterion on top of the words.
+    titles = _all_pages(db, SearchQuery(text="archivage", titles_only=True, page_size=4))
+    assert titles == [mid for _d, _pk, mid in expected["public"] if mid.endswith(".0@test.example")
+                      and db.query(Message).filter_by(message_id=mid).one().subject.lower().count("archivage")]
+    cutoff = date(2026, 1, 1)
+    assert _all_pages(db, member_query(forum, text="archivage", date_to=cutoff, page_size=3)) == [
+        mid for d, _pk, mid in expected["member"] if d.date() <= cutoff]
+    # Start dates that leave the first page short, or fill a few pages.
+    for days in (2, 6, 12):
+        since = (NOW - timedelta(days=days)).date()
+        assert _all_pages(db, SearchQuery(text="archivage", date_from=since, page_size=5)) == [
+            mid for d, _pk, mid in expected["public"] if d.date() >= since]
+
+
+def test_newest_first_never_finds_private_bodies(db: Session, forum: Forum, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_module, "_WALK_FIRST", 2)
+    monkeypatch.setattr(search_module, "_WALK_MOST", 2)
+    _walk_archive(db, forum)
+    # "courrier" is in every first post, public and titles-only: the public reader gets public posts only,
+    # with their snippets, and never a titles-only topic (no title says "courrier").
+    hits = [h for n in (1, 2, 3) for h in search_messages(db, SearchQuery(text="courrier", page_size=15, page=n)).hits]
+    assert len(hits) == 36 and all(h.readable and h.category_id == forum.public_category_id for h in hits)
+    assert all("<mark>courrier</mark>" in h.snippet_html for h in hits)
+    # A word found only in titles-only bodies finds nothing, whatever the page.
+    for n in (1, 2):
+        assert search_messages(db, SearchQuery(text="Xavier", page_size=1, page=n)).hits == ()
+        assert search_messages(db, SearchQuery(text="secrète confidentiel", page=n)).hits == ()
+    # Title hits in a titles-only category are bare.
+    bare = [h for h in search_messages(db, SearchQuery(text="archivage", page_size=200)).hits if not h.readable]
+    assert {h.topic_subject for h in bare} == {"Archivage des dossiers", "Archivage même seconde"}
+    assert all(h.snippet_html == h.subject_html == h.author_name == "" and h.rank == 0.0 for h in bare)
+
+
+def test_newest_first_hits_show_what_relevance_hits_show(db: Session, forum: Forum) -> None:
+    _walk_archive(db, forum)
+    query = member_query(forum, text="archivage suite", page_size=200)
+    by_date = {h.message_pk: h for h in search_messages(db, query).hits}
+    by_rank = {h.message_pk: h for h in search_messages(db, replace(query, order="relevance")).hits}
+    assert set(by_date) == set(by_rank) and len(by_date) == 46
+    for pk, hit in by_date.items():
+        # The score is computed for relevance order only.
+        assert hit.rank == 0.0 and by_rank[pk].rank != 0.0
+        assert replace(hit, rank=by_rank[pk].rank) == by_rank[pk]

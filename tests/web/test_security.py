@@ -167,7 +167,7 @@ def test_error_pages_leak_nothing(settings, session_factory, clock, forum: Forum
                      f"/a/{forum.private_attachment_id}/dossier.txt",
                      f"/t/{forum.private_topic_id}/mbox", f"/c/{forum.private_category_id}/mbox"):
             r = client.get(path)
-            assert r.status_code == 404 and b"Xavier" not in r.data and b"secret" not in r.data
+            assert r.status_code == 403 and b"Xavier" not in r.data and b"secret" not in r.data
     finally:
         app.extensions["passerelle"].dispose()
 

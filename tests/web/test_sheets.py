@@ -140,7 +140,7 @@ def test_published_sheet_visibility(client: FlaskClient, forum: Forum, db: Sessi
     record = json.loads(client.get(f"/sheets/{private_id}.json").get_data(as_text=True))
     assert record["title"] == "Remboursement des soins transfrontaliers" and "obstacle" not in record
     assert "contacts" not in record and "solution" not in record
-    row = next(csv.DictReader(io.StringIO(client.get(f"/sheets/{private_id}.csv").get_data(as_text=True))))
+    row = next(csv.DictReader(io.StringIO(client.get(f"/sheets/{private_id}.csv").data.decode("utf-8-sig"))))
     assert row["title"] == "Remboursement des soins transfrontaliers"
     assert row["obstacle"] == "" and row["solution"] == ""
     r = client.get(f"/sheets/{private_id}/print")
@@ -152,9 +152,9 @@ def test_published_sheet_visibility(client: FlaskClient, forum: Forum, db: Sessi
     listing = json.loads(client.get("/sheets.json").get_data(as_text=True))
     by_id = {s["id"]: s for s in listing["sheets"]}
     assert listing["count"] == 2 and "obstacle" in by_id[public_id] and "obstacle" not in by_id[private_id]
-    rows = list(csv.DictReader(io.StringIO(client.get("/sheets.csv").get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(client.get("/sheets.csv").data.decode("utf-8-sig"))))
     assert {r["id"] for r in rows} == {str(private_id), str(public_id)}
-    assert not any(w in client.get("/sheets.csv").get_data(as_text=True) for w in PRIVATE_WORDS)
+    assert not any(w in client.get("/sheets.csv").data.decode("utf-8-sig") for w in PRIVATE_WORDS)
     assert not any(w in client.get("/sheets").get_data(as_text=True) for w in PRIVATE_WORDS)
     kinds = json.loads(client.get("/sheets.json?kind=practice").get_data(as_text=True))
     assert [s["id"] for s in kinds["sheets"]] == [public_id]
@@ -168,7 +168,7 @@ def test_published_sheet_visibility(client: FlaskClient, forum: Forum, db: Sessi
     assert "sheets.css" in printable.get_data(as_text=True)
     record = json.loads(client.get(f"/sheets/{private_id}.json").get_data(as_text=True))
     assert "Xavier" in record["obstacle"] and record["countries"] == ["DE", "FR"]
-    row = next(csv.DictReader(io.StringIO(client.get(f"/sheets/{private_id}.csv").get_data(as_text=True))))
+    row = next(csv.DictReader(io.StringIO(client.get(f"/sheets/{private_id}.csv").data.decode("utf-8-sig"))))
     assert "Xavier" in row["obstacle"] and row["border"] == "DE-FR"
     # But cannot change it.
     assert client.get(f"/sheets/{private_id}/edit").status_code == 403
