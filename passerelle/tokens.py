@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -43,16 +44,23 @@ def secret_key(settings: Settings) -> str:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole to a private temp file, then hard-linked into place: link() fails when the name
+    # exists, so when two processes start at once exactly one secret wins and nobody reads a file that
+    # is still being written (O_EXCL alone left a window where the other process read it empty).
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
     try:
-        # O_EXCL: when two processes start at once, one creates the file and the other reads it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_secret(path)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secrets.token_hex(32) + "\n")
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            return _read_secret(path)
+    finally:
+        os.unlink(tmp_name)
     log.info("created a new secret key in %s", path)
     return _read_secret(path)
-
 
 def _read_secret(path: Path) -> str:
     value = path.read_text(encoding="ascii").strip()

@@ -52,3 +52,32 @@ def test_empty_secret_file_is_a_clear_error(settings: Settings) -> None:
     path.write_text("")
     with pytest.raises(tokens.TokenError, match="delete it"):
         tokens.sign(settings, "x", {})
+
+
+def test_processes_starting_at_once_agree_on_one_secret(settings: Settings) -> None:
+    """Two schedulers (or a scheduler and the web) creating var/secret_key at the same moment: each gets
+    the same key and none reads a half-written file (CI once saw "secret_key is empty" here)."""
+    import threading
+
+    keys: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            keys.append(tokens.secret_key(settings))
+        except BaseException as exc:
+            errors.append(exc)
+
+    for _ in range(20):
+        (settings.var_dir / tokens.SECRET_FILE_NAME).unlink(missing_ok=True)
+        keys.clear()
+        threads = [threading.Thread(target=start) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert not errors, errors
+        assert len(keys) == 8 and len(set(keys)) == 1
+    assert [p.name for p in settings.var_dir.iterdir() if p.name.startswith(".secret_key.")] == []
